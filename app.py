@@ -1,0 +1,63 @@
+"""tfbatch's Chalice app: routes and event handlers, wired to chalicelib. No logic lives here."""
+from chalice import Chalice
+
+from chalicelib import identity, instances, models, views, worktasks
+from chalicelib.http import V3Api
+from chalicelib.settings import get_settings
+
+app = Chalice(app_name="tfbatch")
+api = V3Api(app)
+
+INSTANCE = "/v3/wml_instances/{instance_id}"
+MODELS = INSTANCE + "/published_models"
+MODEL = MODELS + "/{model_id}"
+
+
+@api.route("/v3/identity/token", methods=["GET", "POST"], public=True)
+def issue_token(call):
+    return identity.issue_token(call)
+
+
+@api.route("/v3/identity/token", methods=["PUT"], public=True)
+def refresh_token(call):
+    return identity.refresh_token(call)
+
+
+@api.route(INSTANCE, methods=["GET"])
+def get_instance(call, instance_id):
+    return views.instance(instances.get(instance_id), call.base_url)
+
+
+@api.route(MODELS, methods=["GET"])
+def list_models(call, instance_id):
+    return models.list_page(call, instance_id)
+
+
+@api.route(MODELS, methods=["POST"], status=201)
+def create_model(call, instance_id):
+    return models.create(call, instance_id)
+
+
+@api.route(MODEL, methods=["GET"])
+def get_model(call, instance_id, model_id):
+    return models.get(call, instance_id, model_id)
+
+
+@api.route(MODEL, methods=["DELETE"], status=204)
+def delete_model(call, instance_id, model_id):
+    return models.delete(call, instance_id, model_id)
+
+
+@api.route(MODEL + "/content", methods=["PUT"], status=202, content_types=models.ARCHIVE_TYPES)
+def upload_model_content(call, instance_id, model_id):
+    return models.upload_content(call, instance_id, model_id)
+
+
+@api.route("/v3/ml_assets/models/{model_id}/versions/{version_id}", methods=["GET"])
+def get_model_version(call, model_id, version_id):
+    return models.get_version(call, model_id, version_id)
+
+
+@app.on_sqs_message(queue=get_settings().tasks_queue, batch_size=10)
+def handle_tasks(event):
+    return worktasks.handle_batch(event.to_dict(), event.context)

@@ -1,0 +1,73 @@
+"""The `tfbatch` command: the local stack, the worker, and admin tasks."""
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, help="tfbatch: score the files that land in a bucket with a TensorFlow model.")
+stack = typer.Typer(no_args_is_help=True, help="The local stack (moto, the API, the worker).")
+admin = typer.Typer(no_args_is_help=True, help="Administration: instances and their credentials.")
+app.add_typer(stack, name="stack")
+app.add_typer(admin, name="admin")
+console = Console()
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start the local stack (a second call does no harm)."""
+    from chalicelib import localstack
+
+    credentials = localstack.up()
+    console.print(f"[green]local stack up[/green]: API {localstack.api_url()}, "
+                  f"moto http://{localstack.HOST}:{localstack.moto_port()}")
+    console.print(f"instance {credentials['instance_id']}; credentials in {localstack.CREDENTIALS_FILE.name}")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop what `stack up` started."""
+    from chalicelib import localstack
+
+    stopped = localstack.down()
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack.command("status")
+def stack_status() -> None:
+    from chalicelib import localstack
+
+    for name, pid in localstack.status().items():
+        console.print(f"{name:8} {'running, pid ' + str(pid) if pid else 'stopped'}")
+
+
+@app.command()
+def worker() -> None:
+    """Run the local worker: poll the tasks queue and call the Lambda handlers."""
+    from chalicelib import worker as local_worker
+
+    local_worker.run()
+
+
+@admin.command("create-instance")
+def create_instance(
+    name: str,
+    api_url: str = typer.Option(None, help="The API's base URL to print (default: the local stack's)."),
+) -> None:
+    """Create an instance and print its credentials (the password is shown only now)."""
+    from chalicelib import instances, localstack
+
+    if os.environ.get("TFBATCH_STAGE", "local") == "local":
+        os.environ.update(localstack.local_environment())
+    created = instances.create(name)
+    console.print_json(data={
+        "instance_id": created.instance_id,
+        "username": created.username,
+        "password": created.password,
+        "url": api_url or localstack.api_url(),
+    })
+
+
+def main() -> None:
+    app()

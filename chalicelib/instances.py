@@ -1,0 +1,98 @@
+"""Service instances: their credentials and their usage counters.
+
+Counters change only through atomic DynamoDB updates, so concurrent API calls and scoring
+functions never lose an increment. Limits are enforced inside the same conditional update.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, passwords
+from chalicelib.clock import now_iso
+from chalicelib.errors import LimitExceeded, NotFound, Unauthorized
+from chalicelib.settings import get_settings
+
+COUNTERS = ("model_count", "deployment_count", "prediction_count", "computation_time")
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    instance_id: str
+    name: str
+    username: str
+    password: str  # shown once, to the admin who created it; only its hash is stored
+
+
+def create(name: str) -> NewInstance:
+    settings = get_settings()
+    instance_id = str(uuid.uuid4())
+    username = str(uuid.uuid4())
+    password = passwords.new_password()
+    now = now_iso()
+    aws.table(settings.instances_table).put_item(
+        Item={
+            "instance_id": instance_id,
+            "name": name,
+            "status": "Active",
+            "plan": "standard",
+            "created_at": now,
+            "modified_at": now,
+            **{counter: 0 for counter in COUNTERS},
+        },
+        ConditionExpression="attribute_not_exists(instance_id)",
+    )
+    aws.table(settings.credentials_table).put_item(
+        Item={
+            "username": username,
+            "instance_id": instance_id,
+            "password_hash": passwords.hash_password(password),
+        },
+        ConditionExpression="attribute_not_exists(username)",
+    )
+    return NewInstance(instance_id, name, username, password)
+
+
+def authenticate(username: str, password: str) -> str:
+    """The instance id these credentials belong to; Unauthorized otherwise (same answer for both)."""
+    item = aws.table(get_settings().credentials_table).get_item(Key={"username": username}).get("Item")
+    stored = item["password_hash"] if item else passwords.hash_password("")  # equal work either way
+    if not passwords.verify_password(password, stored) or item is None:
+        raise Unauthorized("The username or password is wrong.", code="invalid_credentials")
+    return item["instance_id"]
+
+
+def get(instance_id: str) -> dict:
+    item = aws.table(get_settings().instances_table).get_item(Key={"instance_id": instance_id}).get("Item")
+    if item is None:
+        raise NotFound(f"Instance {instance_id} does not exist.", target={"type": "instance", "id": instance_id})
+    return item
+
+
+def add(instance_id: str, counter: str, amount: int | float, *, limit: int | None = None) -> None:
+    """Atomically add to a counter; with a limit, refuse the increment that would pass it."""
+    condition = "attribute_exists(instance_id)"
+    values: dict = {":amount": Decimal(str(amount))}
+    if limit is not None:
+        condition += f" AND {counter} < :limit"
+        values[":limit"] = limit
+    try:
+        aws.table(get_settings().instances_table).update_item(
+            Key={"instance_id": instance_id},
+            UpdateExpression=f"ADD {counter} :amount SET modified_at = :now",
+            ConditionExpression=condition,
+            ExpressionAttributeValues={**values, ":now": now_iso()},
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        if limit is None:
+            raise NotFound(f"Instance {instance_id} does not exist.") from None
+        raise LimitExceeded(
+            f"This instance has reached its limit of {limit} for {counter}. "
+            "Delete some before creating more.",
+            target={"type": "usage", "name": counter},
+        ) from None

@@ -1,0 +1,65 @@
+"""Settings read from the environment, once per process.
+
+Every name has a default derived from the stage, so the local stack needs no configuration;
+on AWS the CloudFormation stack sets the real names (buckets are global, so they carry the
+account id there).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    region: str
+    aws_endpoint: str | None  # None on AWS; the moto server's URL on the local stack
+    instances_table: str
+    credentials_table: str
+    models_table: str
+    versions_table: str
+    deployments_table: str
+    models_bucket: str
+    tasks_queue: str
+    signing_key_secret: str
+    token_ttl_seconds: int
+    max_archive_bytes: int
+    max_inflated_bytes: int
+    max_archive_entries: int
+    model_limit: int
+    deployment_limit: int
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@functools.cache
+def get_settings() -> Settings:
+    stage = os.environ.get("TFBATCH_STAGE", "local")
+    endpoint = os.environ.get("TFBATCH_AWS_ENDPOINT") or None
+    if endpoint is None and stage == "local":
+        endpoint = f"http://127.0.0.1:{os.environ.get('TFBATCH_MOTO_PORT', '5000')}"
+    prefix = f"tfbatch-{stage}"
+    env = os.environ.get
+    return Settings(
+        stage=stage,
+        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
+        aws_endpoint=endpoint,
+        instances_table=env("TFBATCH_INSTANCES_TABLE", f"{prefix}-instances"),
+        credentials_table=env("TFBATCH_CREDENTIALS_TABLE", f"{prefix}-credentials"),
+        models_table=env("TFBATCH_MODELS_TABLE", f"{prefix}-models"),
+        versions_table=env("TFBATCH_VERSIONS_TABLE", f"{prefix}-model-versions"),
+        deployments_table=env("TFBATCH_DEPLOYMENTS_TABLE", f"{prefix}-deployments"),
+        models_bucket=env("TFBATCH_MODELS_BUCKET", f"{prefix}-models"),
+        tasks_queue=env("TFBATCH_TASKS_QUEUE", f"{prefix}-tasks"),
+        signing_key_secret=env("TFBATCH_SIGNING_KEY_SECRET", f"{prefix}/token-signing-key"),
+        token_ttl_seconds=_int("TFBATCH_TOKEN_TTL_SECONDS", 3600),
+        max_archive_bytes=_int("TFBATCH_MAX_ARCHIVE_BYTES", 200 * 1024 * 1024),
+        max_inflated_bytes=_int("TFBATCH_MAX_INFLATED_BYTES", 2 * 1024 * 1024 * 1024),
+        max_archive_entries=_int("TFBATCH_MAX_ARCHIVE_ENTRIES", 10_000),
+        model_limit=_int("TFBATCH_MODEL_LIMIT", 1000),
+        deployment_limit=_int("TFBATCH_DEPLOYMENT_LIMIT", 1000),
+    )

@@ -1,0 +1,69 @@
+"""The local worker: what Lambda's SQS event source mapping does on AWS, done on one machine.
+
+It long-polls the tasks queue, hands each batch to the very handler that Lambda invokes
+(`app.handle_tasks`), and deletes the messages that handler did not report as failed. Failed
+messages reappear after their visibility timeout, as on AWS.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+from chalicelib import aws
+from chalicelib.log import logger
+from chalicelib.settings import get_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lambda_record(message: dict, queue_arn: str) -> dict:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": get_settings().region,
+    }
+
+
+def _lambda_context() -> SimpleNamespace:
+    return SimpleNamespace(function_name="tfbatch-local-worker", memory_limit_in_mb=0,
+                           invoked_function_arn="local", aws_request_id=str(uuid.uuid4()))
+
+
+def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bool = True) -> None:
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    import app as service  # the Chalice app: the same handler functions Lambda calls
+
+    stop = stop or threading.Event()
+    sqs = aws.client("sqs")
+    queue_url = aws.queue_url(get_settings().tasks_queue)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    if announce:
+        print("worker polling", queue_url, flush=True)
+    while not stop.is_set():
+        try:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds,
+                                           AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+        except Exception:
+            logger.exception("receiving from the tasks queue failed; retrying")
+            time.sleep(1)
+            continue
+        if not messages:
+            continue
+        event = {"Records": [_lambda_record(message, queue_arn) for message in messages]}
+        result = service.handle_tasks(event, _lambda_context())
+        failed = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])

@@ -1,0 +1,103 @@
+"""Shared fixtures: moto in-process for unit tests, the real local stack for end-to-end tests,
+and real SavedModels built once per session."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fake_aws_environment() -> None:
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "TFBATCH_STAGE": "test", "TFBATCH_AWS_ENDPOINT": "",
+    })
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        os.environ.pop(name, None)
+
+
+_fake_aws_environment()
+
+
+def _reset_caches() -> None:
+    from chalicelib import aws, tokens
+    from chalicelib.settings import get_settings
+
+    get_settings.cache_clear()
+    aws.reset()
+    tokens._signing_key.cache_clear()
+
+
+@pytest.fixture
+def aws_mock(monkeypatch):
+    """moto in-process, with every resource the service defines already created."""
+    from moto import mock_aws
+
+    from chalicelib import resources
+
+    _reset_caches()
+    with mock_aws():
+        resources.bootstrap()
+        yield
+    _reset_caches()
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set TFBATCH_* variables for one test; settings are re-read."""
+    def apply(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        _reset_caches()
+    yield apply
+    _reset_caches()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory):
+    """Real SavedModels, written once for the whole session."""
+    import savedmodels
+
+    base = tmp_path_factory.mktemp("savedmodels")
+    return {
+        "keras": savedmodels.keras_export(base / "keras"),
+        "multi_io": savedmodels.multi_io(base / "multi_io"),
+        "strings": savedmodels.string_io(base / "strings"),
+        "tf1_classify": savedmodels.tf1_classify(base / "tf1_classify"),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    """The real local stack (moto server, chalice local, worker) on free ports, for HTTP tests."""
+    from chalicelib import localstack
+
+    run_dir = tmp_path_factory.mktemp("stack")
+    saved = dict(os.environ)
+    os.environ.update({
+        "TFBATCH_MOTO_PORT": str(_free_port()), "TFBATCH_API_PORT": str(_free_port()),
+        "TFBATCH_RUN_DIR": str(run_dir), "TFBATCH_CREDENTIALS_FILE": str(run_dir / "credentials.json"),
+    })
+    localstack.RUN_DIR = run_dir
+    localstack.CREDENTIALS_FILE = run_dir / "credentials.json"
+    try:
+        credentials = localstack.up()
+        yield credentials
+    finally:
+        localstack.down()
+        os.environ.clear()
+        os.environ.update(saved)
+        _reset_caches()
