@@ -82,20 +82,27 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
-    """The real local stack (moto server, chalice local, worker) on free ports, for HTTP tests."""
+    """The real local stack (moto server, chalice local, worker) on free ports, for HTTP tests.
+
+    Yields the default instance's credentials and the API's URL. The test process's own
+    environment is restored right after start-up, so unit tests keep talking to moto in-process.
+    """
     from chalicelib import localstack
 
     run_dir = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)
-    os.environ.update({
-        "TFBATCH_MOTO_PORT": str(_free_port()), "TFBATCH_API_PORT": str(_free_port()),
-        "TFBATCH_RUN_DIR": str(run_dir), "TFBATCH_CREDENTIALS_FILE": str(run_dir / "credentials.json"),
-    })
+    ports = {"TFBATCH_MOTO_PORT": str(_free_port()), "TFBATCH_API_PORT": str(_free_port())}
+    os.environ.update(ports)
     localstack.RUN_DIR = run_dir
     localstack.CREDENTIALS_FILE = run_dir / "credentials.json"
     try:
         credentials = localstack.up()
-        yield credentials
+        stack_env = {**localstack.local_environment(), "TFBATCH_RUN_DIR": str(run_dir),
+                     "TFBATCH_CREDENTIALS_FILE": str(localstack.CREDENTIALS_FILE)}
+        os.environ.clear()
+        os.environ.update(saved)
+        _reset_caches()
+        yield {**credentials, "env": stack_env}
     finally:
         localstack.down()
         os.environ.clear()

@@ -1,0 +1,102 @@
+"""End to end on the real local stack: the seed's curl steps over HTTP, models published and
+inspected by the worker, and tenants kept apart."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import savedmodels
+
+pytestmark = pytest.mark.e2e
+TFBATCH = str(Path(sys.executable).parent / "tfbatch")
+
+
+@pytest.fixture(scope="module")
+def session(local_stack):
+    url = local_stack["url"]
+    token = requests.get(f"{url}/v3/identity/token", auth=(local_stack["username"], local_stack["password"]),
+                         timeout=10).json()["token"]
+    http = requests.Session()
+    http.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                         "Accept": "application/json", "X-Spark-Service-Instance": "ignored"})
+    return url, local_stack["instance_id"], http
+
+
+def _publish(session, directory: Path, name: str, **tar_args) -> dict:
+    url, instance_id, http = session
+    models_url = f"{url}/v3/wml_instances/{instance_id}/published_models"
+    created = http.post(models_url, json={"name": name, "model_type": "tensorflow-2.21"}, timeout=10)
+    assert created.status_code == 201, created.text
+    model_url = created.json()["metadata"]["url"]
+    upload = http.put(f"{model_url}/content", data=savedmodels.tar_gz(directory, **tar_args),
+                      headers={"Content-Type": "application/gzip"}, timeout=30)
+    assert upload.status_code == 202, upload.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        entity = http.get(model_url, timeout=10).json()["entity"]
+        if entity["status"] != "inspecting":
+            return entity
+        time.sleep(0.3)
+    raise AssertionError(f"model {name} was not inspected within 120 s")
+
+
+def test_token_with_post_and_wrong_password(local_stack):
+    url = local_stack["url"]
+    assert "token" in requests.post(f"{url}/v3/identity/token",
+                                    auth=(local_stack["username"], local_stack["password"]), timeout=10).json()
+    refused = requests.get(f"{url}/v3/identity/token", auth=(local_stack["username"], "nope"), timeout=10)
+    assert refused.status_code == 401 and refused.json()["errors"][0]["code"] == "invalid_credentials"
+
+
+def test_instance_details_over_http(session):
+    url, instance_id, http = session
+    data = http.get(f"{url}/v3/wml_instances/{instance_id}", timeout=10).json()
+    assert data["metadata"]["url"] == f"{url}/v3/wml_instances/{instance_id}"
+    assert data["entity"]["published_models"]["url"] == f"{url}/v3/wml_instances/{instance_id}/published_models"
+
+
+def test_keras_and_tf1_models_are_published_and_inspected(session, model_dirs):
+    url, instance_id, http = session
+    keras = _publish(session, model_dirs["keras"], "keras")
+    assert keras["status"] == "ready"
+    assert "serving_default" in {s["name"] for s in keras["latest_version"]["signatures"]}
+    tf1 = _publish(session, model_dirs["tf1_classify"], "tf1", top=None)
+    assert tf1["status"] == "ready"
+    assert tf1["latest_version"]["signatures"][0]["method_name"] == "tensorflow/serving/classify"
+    listed = http.get(f"{url}/v3/wml_instances/{instance_id}/published_models?limit=1", timeout=10).json()
+    assert len(listed["resources"]) == 1 and listed["next"]["url"].startswith(url)
+    usage = http.get(f"{url}/v3/wml_instances/{instance_id}", timeout=10).json()["entity"]["usage"]
+    assert usage["model_count"]["current"] >= 2
+
+
+def test_admin_cli_creates_an_isolated_instance(session, local_stack):
+    url, instance_id, http = session
+    printed = subprocess.run([TFBATCH, "admin", "create-instance", "second", "--api-url", url],
+                             env=local_stack["env"], capture_output=True, text=True, check=True).stdout
+    other = json.loads(printed)
+    token = requests.get(f"{url}/v3/identity/token", auth=(other["username"], other["password"]),
+                         timeout=10).json()["token"]
+    response = requests.get(f"{url}/v3/wml_instances/{instance_id}/published_models",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 403
+    assert "published_models" not in response.text and set(response.json()) == {"trace", "errors"}
+
+
+def test_bad_archive_is_refused_over_http(session):
+    url, instance_id, http = session
+    model_url = http.post(f"{url}/v3/wml_instances/{instance_id}/published_models",
+                          json={"name": "bad", "model_type": "tensorflow"}, timeout=10).json()["metadata"]["url"]
+    response = http.put(f"{model_url}/content", data=b"PK\x03\x04 broken zip",
+                        headers={"Content-Type": "application/zip"}, timeout=10)
+    assert response.status_code == 400 and response.json()["errors"][0]["code"] == "invalid_archive"
+
+
+def test_no_secret_in_the_stack_logs(local_stack):
+    logs = "".join(path.read_text(errors="replace") for path in Path(local_stack["env"]["TFBATCH_RUN_DIR"]).glob("*.log"))
+    assert local_stack["password"] not in logs
