@@ -1,7 +1,7 @@
 """tfbatch's Chalice app: routes and event handlers, wired to chalicelib. No logic lives here."""
 from chalice import Chalice
 
-from chalicelib import identity, instances, models, views, worktasks
+from chalicelib import deployments, identity, instances, models, views, worktasks
 from chalicelib.http import V3Api
 from chalicelib.settings import get_settings
 
@@ -11,6 +11,8 @@ api = V3Api(app)
 INSTANCE = "/v3/wml_instances/{instance_id}"
 MODELS = INSTANCE + "/published_models"
 MODEL = MODELS + "/{model_id}"
+MODEL_DEPLOYMENTS = MODEL + "/deployments"
+INSTANCE_DEPLOYMENTS = INSTANCE + "/deployments"
 
 
 @api.route("/v3/identity/token", methods=["GET", "POST"], public=True)
@@ -56,6 +58,46 @@ def upload_model_content(call, instance_id, model_id):
 @api.route("/v3/ml_assets/models/{model_id}/versions/{version_id}", methods=["GET"])
 def get_model_version(call, model_id, version_id):
     return models.get_version(call, model_id, version_id)
+
+
+@api.route(MODEL_DEPLOYMENTS, methods=["POST"], status=201)
+def create_deployment(call, instance_id, model_id):
+    return deployments.create(call, instance_id, model_id)
+
+
+@api.route(INSTANCE_DEPLOYMENTS, methods=["POST"], status=201)
+def create_deployment_for_instance(call, instance_id):
+    return deployments.create(call, instance_id)
+
+
+@api.route(MODEL_DEPLOYMENTS, methods=["GET"])
+def list_model_deployments(call, instance_id, model_id):
+    return deployments.list_page(call, instance_id, model_id)
+
+
+@api.route(INSTANCE_DEPLOYMENTS, methods=["GET"])
+def list_deployments(call, instance_id):
+    return deployments.list_page(call, instance_id)
+
+
+@api.route(MODEL_DEPLOYMENTS + "/{deployment_id}", methods=["GET"])
+def get_model_deployment(call, instance_id, model_id, deployment_id):
+    return deployments.get(call, instance_id, deployment_id, model_id)
+
+
+@api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}", methods=["GET"])
+def get_deployment(call, instance_id, deployment_id):
+    return deployments.get(call, instance_id, deployment_id)
+
+
+@api.route(MODEL_DEPLOYMENTS + "/{deployment_id}", methods=["DELETE"], status=204)
+def delete_model_deployment(call, instance_id, model_id, deployment_id):
+    return deployments.delete(call, instance_id, deployment_id, model_id)
+
+
+@api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}", methods=["DELETE"], status=204)
+def delete_deployment(call, instance_id, deployment_id):
+    return deployments.delete(call, instance_id, deployment_id)
 
 
 @app.on_sqs_message(queue=get_settings().tasks_queue, batch_size=10)

@@ -10,7 +10,9 @@ app = typer.Typer(no_args_is_help=True, help="tfbatch: score the files that land
 stack = typer.Typer(no_args_is_help=True, help="The local stack (moto, the API, the worker).")
 admin = typer.Typer(no_args_is_help=True, help="Administration: instances and their credentials.")
 app.add_typer(stack, name="stack")
+job = typer.Typer(no_args_is_help=True, help="Scoring jobs.")
 app.add_typer(admin, name="admin")
+app.add_typer(job, name="job")
 console = Console()
 
 
@@ -48,6 +50,21 @@ def worker() -> None:
     from chalicelib import worker as local_worker
 
     local_worker.run()
+
+
+@job.command("run")
+def job_run(
+    instance_id: str = typer.Option(..., "--instance", help="The deployment's instance id."),
+    deployment_id: str = typer.Option(..., "--deployment", help="The deployment to score."),
+) -> None:
+    """Score every input of a deployment that has no result yet (resumable at any point)."""
+    from chalicelib import runner
+
+    summary = runner.run_deployment(instance_id, deployment_id)
+    console.print(f"{summary.status}: {summary.scored} files scored ({summary.records} records), "
+                  f"{summary.failed} failed")
+    if summary.status == "FAILED":
+        raise typer.Exit(1)
 
 
 @admin.command("create-instance")

@@ -7,7 +7,6 @@ The model item keeps a copy of its latest version so lists need no extra reads.
 """
 from __future__ import annotations
 
-import base64
 import io
 import uuid
 
@@ -16,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import archives, aws, instances, tasks, views
 from chalicelib.clock import now_iso
-from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, field
+from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from chalicelib.http import Call
 from chalicelib.schemas import NewModel, parse
 from chalicelib.settings import get_settings
@@ -24,7 +23,6 @@ from chalicelib.settings import get_settings
 PENDING, READY, INVALID = "inspecting", "ready", "invalid"
 ARCHIVE_TYPES = ["application/gzip", "application/x-gzip", "application/x-tar", "application/zip",
                  "application/octet-stream"]
-_MAX_PAGE = 1000
 
 
 def archive_limits() -> archives.Limits:
@@ -77,38 +75,11 @@ def get(call: Call, instance_id: str, model_id: str) -> dict:
     return _view(call, load(instance_id, model_id))
 
 
-def _page_args(call: Call) -> tuple[int, str | None]:
-    raw_limit = call.query("limit") or "100"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_PAGE:
-        raise BadRequest(f"'limit' must be a whole number from 1 to {_MAX_PAGE}.", target=field("limit"))
-    start = call.query("start")
-    if start is not None:
-        try:
-            start = base64.urlsafe_b64decode(start.encode()).decode()
-            uuid.UUID(start)
-        except ValueError:
-            raise BadRequest("'start' is not a page token given by this API.", target=field("start")) from None
-    return int(raw_limit), start
-
-
 def list_page(call: Call, instance_id: str) -> dict:
-    limit, start = _page_args(call)
-    query = {"KeyConditionExpression": Key("instance_id").eq(instance_id), "Limit": limit + 1}
-    if start:
-        query["ExclusiveStartKey"] = {"instance_id": instance_id, "model_id": start}
-    items: list[dict] = []
-    while len(items) <= limit:
-        result = _models().query(**query)
-        items += result["Items"]
-        if "LastEvaluatedKey" not in result:
-            break
-        query["ExclusiveStartKey"] = result["LastEvaluatedKey"]
-    shown = items[:limit]
-    next_start = None
-    if len(items) > limit:
-        next_start = base64.urlsafe_b64encode(shown[-1]["model_id"].encode()).decode()
-    url = f"{views.instance_url(call.base_url, instance_id)}/published_models"
-    return views.page([_view(call, item) for item in shown], url=url, limit=limit, next_start=next_start)
+    return views.query_page(
+        call, _models(), ("instance_id", instance_id), "model_id", render=lambda item: _view(call, item),
+        url=f"{views.instance_url(call.base_url, instance_id)}/published_models",
+    )
 
 
 def delete(call: Call, instance_id: str, model_id: str) -> None:

@@ -41,6 +41,7 @@ def tables(settings: Settings) -> list[TableSpec]:
         TableSpec(settings.models_table, "instance_id", "model_id"),
         TableSpec(settings.versions_table, "model_id", "version_id"),
         TableSpec(settings.deployments_table, "instance_id", "deployment_id"),
+        TableSpec(settings.ledger_table, "deployment_id", "input_key"),
     ]
 
 

@@ -21,6 +21,7 @@ class Settings:
     models_table: str
     versions_table: str
     deployments_table: str
+    ledger_table: str
     models_bucket: str
     tasks_queue: str
     signing_key_secret: str
@@ -30,6 +31,11 @@ class Settings:
     max_archive_entries: int
     model_limit: int
     deployment_limit: int
+    batch_size: int  # records per model call
+    files_per_output: int  # input files per output file (and per ledger claim group)
+    fetch_concurrency: int
+    max_input_bytes: int
+    lease_seconds: int  # after this, a claim whose scorer went silent is taken over
 
 
 def _int(name: str, default: int) -> int:
@@ -53,6 +59,7 @@ def get_settings() -> Settings:
         models_table=env("TFBATCH_MODELS_TABLE", f"{prefix}-models"),
         versions_table=env("TFBATCH_VERSIONS_TABLE", f"{prefix}-model-versions"),
         deployments_table=env("TFBATCH_DEPLOYMENTS_TABLE", f"{prefix}-deployments"),
+        ledger_table=env("TFBATCH_LEDGER_TABLE", f"{prefix}-ledger"),
         models_bucket=env("TFBATCH_MODELS_BUCKET", f"{prefix}-models"),
         tasks_queue=env("TFBATCH_TASKS_QUEUE", f"{prefix}-tasks"),
         signing_key_secret=env("TFBATCH_SIGNING_KEY_SECRET", f"{prefix}/token-signing-key"),
@@ -62,4 +69,9 @@ def get_settings() -> Settings:
         max_archive_entries=_int("TFBATCH_MAX_ARCHIVE_ENTRIES", 10_000),
         model_limit=_int("TFBATCH_MODEL_LIMIT", 1000),
         deployment_limit=_int("TFBATCH_DEPLOYMENT_LIMIT", 1000),
+        batch_size=_int("TFBATCH_BATCH_SIZE", 256),
+        files_per_output=_int("TFBATCH_FILES_PER_OUTPUT", 256),
+        fetch_concurrency=_int("TFBATCH_FETCH_CONCURRENCY", 32),
+        max_input_bytes=_int("TFBATCH_MAX_INPUT_BYTES", 16 * 1024 * 1024),
+        lease_seconds=_int("TFBATCH_LEASE_SECONDS", 120),
     )

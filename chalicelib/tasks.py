@@ -11,6 +11,7 @@ from chalicelib import aws
 from chalicelib.settings import get_settings
 
 INSPECT_MODEL = "inspect_model"
+SCORE_DEPLOYMENT = "score_deployment"
 
 
 def send(task: str, **fields: str) -> None:

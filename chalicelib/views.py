@@ -4,10 +4,19 @@ Stored items hold DynamoDB Decimals; views turn them into plain JSON numbers.
 """
 from __future__ import annotations
 
+import base64
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.errors import BadRequest, field
 from chalicelib.settings import get_settings
+
+MAX_PAGE = 1000
+MASK = "********"
 
 
 def plain(value: Any) -> Any:
@@ -88,9 +97,84 @@ def model(item: dict, base: str, *, latest: dict | None, deployment_count: int) 
     return {"metadata": _metadata(item, url, item["model_id"]), "entity": entity}
 
 
-def page(resources: list[dict], *, url: str, limit: int, next_start: str | None) -> dict:
-    body: dict[str, Any] = {"limit": limit, "count": len(resources), "resources": resources,
+def _page_args(call) -> tuple[int, str | None]:
+    raw_limit = call.query("limit") or "100"
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", target=field("limit"))
+    start = call.query("start")
+    if start is not None:
+        try:
+            start = base64.urlsafe_b64decode(start.encode()).decode()
+            uuid.UUID(start)
+        except ValueError:
+            raise BadRequest("'start' is not a page token given by this API.", target=field("start")) from None
+    return int(raw_limit), start
+
+
+def query_page(call, table, partition: tuple[str, str], sort_key: str, *, render: Callable[[dict], dict],
+               url: str, filter_expression=None) -> dict:
+    """One page of a partition, in the v3 list shape with first/next URLs (limit and start)."""
+    limit, start = _page_args(call)
+    name, value = partition
+    query: dict[str, Any] = {"KeyConditionExpression": Key(name).eq(value), "Limit": limit + 1}
+    if filter_expression is not None:
+        query["FilterExpression"] = filter_expression
+    if start:
+        query["ExclusiveStartKey"] = {name: value, sort_key: start}
+    items: list[dict] = []
+    while len(items) <= limit:
+        result = table.query(**query)
+        items += result["Items"]
+        if "LastEvaluatedKey" not in result:
+            break
+        query["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+    shown = items[:limit]
+    body: dict[str, Any] = {"limit": limit, "count": len(shown), "resources": [render(item) for item in shown],
                             "first": {"url": f"{url}?limit={limit}"}}
-    if next_start:
-        body["next"] = {"url": f"{url}?limit={limit}&start={next_start}"}
+    if len(items) > limit:
+        token = base64.urlsafe_b64encode(shown[-1][sort_key].encode()).decode()
+        body["next"] = {"url": f"{url}?limit={limit}&start={token}"}
     return body
+
+
+def deployment_url(base: str, item: dict) -> str:
+    return f"{model_url(base, item['instance_id'], item['model_id'])}/deployments/{item['deployment_id']}"
+
+
+def _connection(location: dict, side: str) -> dict:
+    place = {"bucket": location["bucket"], **({"prefix": location["prefix"]} if location["prefix"] else {})}
+    return {"type": location["type"], "source" if side == "input" else "target": place,
+            "connection": {"access_key": MASK, "secret_key": MASK, "url": location["url"]}}
+
+
+def deployment(item: dict, base: str) -> dict:
+    scored, failed, pending = (int(item.get(name, 0)) for name in ("scored", "failed", "pending"))
+    total = scored + failed + pending
+    details: dict[str, Any] = {
+        "status": item["status"], "total": total, "scored": scored, "failed": failed, "pending": pending,
+        "progress": round((scored + failed) / total, 4) if total else (1.0 if item["status"] == "SUCCESS" else 0.0),
+    }
+    if item.get("failure"):
+        details["failures"] = [item["failure"]]
+    model = item["model"]
+    return {
+        "metadata": {"guid": item["deployment_id"], "url": deployment_url(base, item),
+                     "created_at": item["created_at"], "modified_at": item["modified_at"]},
+        "entity": {
+            "runtime_environment": model.get("runtime_environment", ""),
+            "name": item["name"], "description": item.get("description", ""), "type": item["type"],
+            "published_model": {
+                "author": plain(model.get("author", {})), "name": model.get("name", ""),
+                "url": model_url(base, item["instance_id"], item["model_id"]), "guid": item["model_id"],
+                "description": model.get("description", ""), "created_at": model.get("created_at", ""),
+            },
+            "model_type": model.get("model_type", ""),
+            "deployed_version": {"url": version_url(base, item["model_id"], item["version_id"]),
+                                 "guid": item["version_id"]},
+            "signature_name": item["signature"]["name"],
+            "status": item["status"],
+            "status_details": details,
+            "input": _connection(item["input"], "input"),
+            "output": _connection(item["output"], "output"),
+        },
+    }

@@ -23,6 +23,10 @@ def _handle_record(record: SQSRecord) -> None:
         from chalicelib import inspection  # TensorFlow: imported only where tasks run
 
         inspection.inspect_version(message["model_id"], message["version_id"])
+    elif task == tasks.SCORE_DEPLOYMENT:
+        from chalicelib import runner
+
+        runner.run_deployment(message["instance_id"], message["deployment_id"])
     else:
         logger.error("unknown task dropped", extra={"task": task})
 

@@ -2,7 +2,11 @@
 
 1. get a token with the instance's credentials (local-credentials.json, written by `make up`);
 2. train the demo digit classifier and publish it as a SavedModel (tar.gz);
-3. wait until the service has inspected it, then list the models and show its signature.
+3. wait until the service has inspected it, then list the models and show its signature;
+4. put the seed's num_3.json and a few more digits into an input bucket (the local store is
+   the moto server, which plays S3 at the same address for users' buckets too);
+5. create the batch deployment with the seed's request body, follow its status to SUCCESS,
+   and print the predictions file.
 """
 from __future__ import annotations
 
@@ -15,12 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import boto3
 import requests
 from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 console = Console()
 
 
@@ -32,8 +39,6 @@ def credentials() -> dict:
 
 
 def export_demo_model() -> bytes:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(HERE))
     import digits_model
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -65,6 +70,74 @@ def show_signatures(entity: dict) -> None:
         console.print(table)
 
 
+def store_endpoint() -> str:
+    return os.environ.get("TFBATCH_AWS_ENDPOINT") or f"http://127.0.0.1:{os.environ.get('TFBATCH_MOTO_PORT', '5000')}"
+
+
+def fill_input_bucket(bucket: str, samples: int = 5) -> list[str]:
+    """The seed's num_3.json plus a few of scikit-learn's digits in the seed's input format."""
+    import digits_model
+
+    s3 = boto3.client("s3", endpoint_url=store_endpoint(), aws_access_key_id="demo", aws_secret_access_key="demo",
+                      region_name="us-east-1")
+    for name in (bucket, f"{bucket}-results"):
+        s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=bucket, Key="num_3.json", Body=(HERE / "num_3.json").read_bytes())
+    images, labels = digits_model.digits_as_mnist(samples)
+    names = ["num_3.json"]
+    for image, label in zip(images, labels):
+        name = f"digit_{len(names)}_is_{label}.json"
+        s3.put_object(Bucket=bucket, Key=name, Body=json.dumps({"inputs": [image.tolist()]}).encode())
+        names.append(name)
+    return names
+
+
+def follow(http: requests.Session, deployment_url: str, timeout: float = 300) -> dict:
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        entity = http.get(deployment_url, timeout=10).json()["entity"]
+        details = entity["status_details"]
+        line = (f"{entity['status']:20} total {details['total']}  scored {details['scored']}  "
+                f"failed {details['failed']}  pending {details['pending']}")
+        if line != last:
+            console.print(line)
+            last = line
+        if entity["status"] in ("SUCCESS", "FAILED"):
+            return entity
+        time.sleep(0.5)
+    sys.exit(f"The deployment did not finish within {timeout:.0f} s; see .run/worker.log.")
+
+
+def show_predictions(bucket: str, prefix: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=store_endpoint(), aws_access_key_id="demo", aws_secret_access_key="demo",
+                      region_name="us-east-1")
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        console.print(f"[bold]{bucket}/{item['Key']}[/bold]")
+        for element in json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()):
+            console.print(json.dumps(element), soft_wrap=True)
+
+
+def deploy_and_score(http: requests.Session, model_url: str) -> None:
+    bucket = f"digits-in-{int(time.time())}"
+    console.rule("batch deployment")
+    names = fill_input_bucket(bucket)
+    console.print(f"put {len(names)} input files into bucket {bucket}")
+    keys = {"access_key": "demo-access-key", "secret_key": "demo-secret-key", "url": store_endpoint()}
+    created = http.post(f"{model_url}/deployments", timeout=60, json={
+        "name": "MNIST Prediction", "type": "batch", "description": "Batch Deployment",
+        "input": {"type": "cloudobjectstorage", "source": {"bucket": bucket}, "connection": keys},
+        "output": {"type": "cloudobjectstorage", "target": {"bucket": f"{bucket}-results"}, "connection": keys},
+    })
+    if created.status_code != 201:
+        sys.exit(f"Creating the deployment failed: {created.text}")
+    deployment = created.json()
+    console.print(f"deployment {deployment['metadata']['guid']}: {deployment['entity']['status']}")
+    final = follow(http, deployment["metadata"]["url"])
+    if final["status"] != "SUCCESS":
+        sys.exit(f"The deployment failed: {final['status_details']}")
+    show_predictions(f"{bucket}-results", "predictions-")
+
+
 def main() -> None:
     creds = credentials()
     url, instance_id = creds["url"], creds["instance_id"]
@@ -94,6 +167,7 @@ def main() -> None:
     for resource in http.get(models_url, timeout=10).json()["resources"]:
         console.print(f"{resource['metadata']['guid']}  {resource['entity']['name']:12} {resource['entity']['status']}")
     show_signatures(entity)
+    deploy_and_score(http, model_url)
     console.print("The stack keeps running for your own curl calls; `make down` stops it.")
 
 

@@ -1,0 +1,96 @@
+"""Users' object stores: checking a connection, keeping its keys secret, opening it for data.
+
+The keys are stored in Secrets Manager, one secret per deployment, and never returned,
+logged or put in an error message. Checks use boto3 (control plane, one call each); the data
+path opens the same store with obstore, which costs a third of boto3's CPU per request.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import boto3
+import orjson
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import aws
+from chalicelib.errors import BadRequest
+from chalicelib.settings import get_settings
+
+_CHECK_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def endpoint(url: str) -> str | None:
+    return url.rstrip("/") or None
+
+
+def _client(location: dict, keys: dict) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint(location.get("url", "")), aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"], region_name=location.get("region") or get_settings().region,
+        config=_CHECK_CONFIG,
+    )
+
+
+def _refusal(side: str, action: str, location: dict, error: Exception) -> BadRequest:
+    where = f"bucket '{location['bucket']}'" + (f" at {location['url']}" if location.get("url") else "")
+    if isinstance(error, ClientError):
+        detail = f"{error.response['Error'].get('Code', 'Error')}: {error.response['Error'].get('Message', '')}"
+    else:
+        detail = type(error).__name__ + (": could not connect" if "connect" in str(error).lower() else "")
+    return BadRequest(f"The {side} connection failed: {action} {where} with the given keys was refused "
+                      f"({detail.strip()}). Check the bucket, url and keys.",
+                      code=f"{side}_connection_failed", target={"type": "field", "name": side})
+
+
+def check_input(location: dict, keys: dict) -> None:
+    try:
+        _client(location, keys).list_objects_v2(Bucket=location["bucket"], Prefix=location["prefix"], MaxKeys=1)
+    except (ClientError, BotoCoreError) as error:
+        raise _refusal("input", "listing", location, error) from None
+
+
+def check_output(location: dict, keys: dict) -> None:
+    probe = f"{location['prefix']}.tfbatch-write-check-{uuid.uuid4().hex}"
+    client = _client(location, keys)
+    try:
+        client.put_object(Bucket=location["bucket"], Key=probe, Body=b"")
+        client.delete_object(Bucket=location["bucket"], Key=probe)
+    except (ClientError, BotoCoreError) as error:
+        raise _refusal("output", "writing to", location, error) from None
+
+
+def secret_id(deployment_id: str) -> str:
+    return f"tfbatch/{get_settings().stage}/deployments/{deployment_id}"
+
+
+def save_keys(deployment_id: str, keys: dict[str, dict]) -> None:
+    aws.client("secretsmanager").create_secret(Name=secret_id(deployment_id),
+                                               SecretString=orjson.dumps(keys).decode())
+
+
+def load_keys(deployment_id: str) -> dict[str, dict]:
+    raw = aws.client("secretsmanager").get_secret_value(SecretId=secret_id(deployment_id))["SecretString"]
+    return orjson.loads(raw)
+
+
+def delete_keys(deployment_id: str) -> None:
+    sm = aws.client("secretsmanager")
+    try:
+        sm.delete_secret(SecretId=secret_id(deployment_id), ForceDeleteWithoutRecovery=True)
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+
+
+def object_store(location: dict, keys: dict):
+    """An obstore S3Store on the location's bucket (data path: lists, gets and puts)."""
+    from obstore.store import S3Store
+
+    url = endpoint(location.get("url", ""))
+    options: dict[str, Any] = {"region": location.get("region") or get_settings().region,
+                               "access_key_id": keys["access_key"], "secret_access_key": keys["secret_key"]}
+    if url:
+        options.update(endpoint=url, virtual_hosted_style_request=False,
+                       client_options={"allow_http": url.startswith("http://"), "timeout": "60s"})
+    return S3Store(location["bucket"], **options)

@@ -1,0 +1,188 @@
+"""Batch deployments: create (check both connections, keep the keys secret, queue the first
+run), read with live status, list, delete.
+
+The deployment item snapshots what scoring needs (model version, archive, chosen signature,
+locations without keys), so a run never depends on the model item staying as it was.
+Counters (scored, failed, pending) are changed only by the ledger's commits.
+"""
+from __future__ import annotations
+
+import uuid
+
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, connections, instances, models, tasks, views
+from chalicelib.clock import now_iso
+from chalicelib.errors import BadRequest, Conflict, NotFound, field
+from chalicelib.http import Call
+from chalicelib.schemas import NewDeployment, parse
+from chalicelib.settings import get_settings
+
+INITIALIZING, IN_PROGRESS, SUCCESS, FAILED = "INITIALIZING", "DEPLOY_IN_PROGRESS", "SUCCESS", "FAILED"
+
+
+def _table():
+    return aws.table(get_settings().deployments_table)
+
+
+def choose_signature(signatures: list[dict], requested: str | None) -> dict:
+    """The deployment's signature, else serving_default, else the only one; never a guess."""
+    by_name = {signature["name"]: signature for signature in signatures}
+    if requested is not None:
+        if requested not in by_name:
+            raise BadRequest(f"The model has no signature '{requested}'; it has: {', '.join(sorted(by_name))}.",
+                             target=field("signature_name"))
+        return by_name[requested]
+    if "serving_default" in by_name:
+        return by_name["serving_default"]
+    if len(by_name) == 1:
+        return signatures[0]
+    raise BadRequest(f"The model has several signatures ({', '.join(sorted(by_name))}) and none is "
+                     "serving_default; name one in 'signature_name'.", target=field("signature_name"))
+
+
+def _check_batchable(signature: dict) -> None:
+    for tensor in signature["inputs"]:
+        shape = tensor["shape"]
+        if shape is not None and (len(shape) == 0 or shape[0] is not None):
+            raise BadRequest(f"Input tensor '{tensor['name']}' of signature '{signature['name']}' has shape "
+                             f"{shape}, without a batch dimension; export the model with a None first "
+                             "dimension to score batches.", target=field("signature_name"))
+
+
+def _location(connection, place) -> dict:
+    return {"type": connection.type, "bucket": place.bucket, "prefix": place.prefix,
+            "url": connection.connection.url.rstrip("/"), "region": connection.connection.region}
+
+
+def _check_locations(source: dict, target: dict) -> None:
+    same_store = (source["bucket"], source["url"]) == (target["bucket"], target["url"])
+    if same_store and not target["prefix"]:
+        raise BadRequest("The output shares the input bucket: give output.target.prefix (e.g. 'predictions/') "
+                         "so results are never read back as inputs.", target=field("output.target.prefix"))
+    if same_store and source["prefix"].startswith(target["prefix"]):
+        raise BadRequest("The input prefix lies inside the output prefix; use separate locations.",
+                         target=field("input.source.prefix"))
+
+
+def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
+    request = parse(NewDeployment, call.json())
+    if model_id is None:
+        if request.published_model is None:
+            raise BadRequest("Name the model to deploy in 'published_model': {\"guid\": ...}.",
+                             target=field("published_model.guid"))
+        model_id = request.published_model.guid
+    model = models.load(instance_id, model_id)
+    latest = model.get("latest_version")
+    if not latest or latest["status"] != models.READY:
+        state = latest["status"] if latest else "without content"
+        raise Conflict(f"Published model {model_id} is {state}; deploy it once its content is uploaded and "
+                       "inspected as ready.", target={"type": "published_model", "id": model_id})
+    signature = choose_signature(latest["signatures"], request.signature_name)
+    _check_batchable(signature)
+    source = _location(request.input, request.input.source)
+    target = _location(request.output, request.output.target)
+    _check_locations(source, target)
+    keys = {"input": request.input.connection.model_dump(include={"access_key", "secret_key"}),
+            "output": request.output.connection.model_dump(include={"access_key", "secret_key"})}
+    connections.check_input(source, keys["input"])
+    connections.check_output(target, keys["output"])
+
+    deployment_id = str(uuid.uuid4())
+    instances.add(instance_id, "deployment_count", 1, limit=get_settings().deployment_limit)
+    connections.save_keys(deployment_id, keys)
+    now = now_iso()
+    item = {
+        "instance_id": instance_id, "deployment_id": deployment_id, "type": "batch",
+        "name": request.name, "description": request.description,
+        "model_id": model_id, "version_id": latest["version_id"], "archive_key": latest["archive_key"],
+        "model": {key: model.get(key, "") for key in ("name", "description", "author", "created_at",
+                                                      "model_type", "runtime_environment")},
+        "signature": signature, "input": source, "output": target,
+        "status": INITIALIZING, "scored": 0, "failed": 0, "pending": 0,
+        "created_at": now, "modified_at": now,
+    }
+    try:
+        aws.table(get_settings().models_table).update_item(
+            Key={"instance_id": instance_id, "model_id": model_id},
+            UpdateExpression="ADD deployment_count :one", ConditionExpression="attribute_exists(model_id)",
+            ExpressionAttributeValues={":one": 1})
+    except ClientError:
+        connections.delete_keys(deployment_id)
+        instances.add(instance_id, "deployment_count", -1)
+        raise
+    _table().put_item(Item=item)
+    tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
+    return views.deployment(item, call.base_url)
+
+
+def load(instance_id: str, deployment_id: str, model_id: str | None = None) -> dict:
+    item = _table().get_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             ConsistentRead=True).get("Item")
+    if item is None or (model_id is not None and item["model_id"] != model_id):
+        raise NotFound(f"Deployment {deployment_id} does not exist" + (f" for model {model_id}." if model_id else "."),
+                       target={"type": "deployment", "id": deployment_id})
+    return item
+
+
+def get(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> dict:
+    return views.deployment(load(instance_id, deployment_id, model_id), call.base_url)
+
+
+def list_page(call: Call, instance_id: str, model_id: str | None = None) -> dict:
+    if model_id is not None:
+        models.load(instance_id, model_id)
+    url = f"{views.instance_url(call.base_url, instance_id)}" + (
+        f"/published_models/{model_id}/deployments" if model_id else "/deployments")
+    return views.query_page(
+        call, _table(), ("instance_id", instance_id), "deployment_id",
+        render=lambda item: views.deployment(item, call.base_url), url=url,
+        filter_expression=Attr("model_id").eq(model_id) if model_id else None,
+    )
+
+
+def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:
+    """Stop scoring (runs see the item gone), drop the keys; outputs and the ledger stay."""
+    item = load(instance_id, deployment_id, model_id)
+    try:
+        _table().delete_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             ConditionExpression="attribute_exists(deployment_id)")
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        raise NotFound(f"Deployment {deployment_id} does not exist.") from None
+    connections.delete_keys(deployment_id)
+    instances.add(instance_id, "deployment_count", -1)
+    aws.table(get_settings().models_table).update_item(
+        Key={"instance_id": instance_id, "model_id": item["model_id"]},
+        UpdateExpression="ADD deployment_count :minus", ConditionExpression="attribute_exists(model_id)",
+        ExpressionAttributeValues={":minus": -1})
+
+
+def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
+               pending: int | None = None) -> bool:
+    """Change the status of a deployment that still exists; False when it was deleted."""
+    update = "SET #status = :status, modified_at = :now"
+    values: dict = {":status": status, ":now": now_iso()}
+    if failure is not None:
+        update += ", failure = :failure"
+        values[":failure"] = failure[:2000]
+    if pending is not None:
+        update += ", pending = :pending"
+        values[":pending"] = pending
+    try:
+        _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             UpdateExpression=update, ConditionExpression="attribute_exists(deployment_id)",
+                             ExpressionAttributeNames={"#status": "status"}, ExpressionAttributeValues=values)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
+def add_pending(instance_id: str, deployment_id: str, count: int) -> None:
+    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                         UpdateExpression="ADD pending :count", ConditionExpression="attribute_exists(deployment_id)",
+                         ExpressionAttributeValues={":count": count})

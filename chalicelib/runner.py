@@ -1,0 +1,272 @@
+"""Scoring a deployment's backlog: every input in its location that the ledger has no result for.
+
+The run streams the listing and works in groups of `files_per_output` files, so memory stays
+bounded however many files there are: fetch the group concurrently, parse each file, claim
+them in the ledger, score the good ones in joined model calls, write one predictions file and
+one errors file for the group, commit. A bad file only ever costs itself (an error element);
+the run ends FAILED only when nothing can be scored: the model does not load, or the input
+cannot be listed, or the output cannot be written.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import obstore
+
+from chalicelib import connections, deployments, engine, instances
+from chalicelib.errors import NotFound
+from chalicelib.formats import Batch, InputError, TensorSpec, parse
+from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
+from chalicelib.log import logger
+from chalicelib.results import dumps, elements, error_element
+from chalicelib.settings import get_settings
+
+WRITE_CHECK_MARK = ".tfbatch-write-check-"
+
+
+class Fatal(Exception):
+    """Nothing can be scored; the message is the deployment's failure reason."""
+
+
+@dataclass(frozen=True)
+class Input:
+    key: str
+    etag: str
+    size: int
+    filename: str  # the key relative to the input prefix, as the seed's "filename"
+
+
+@dataclass
+class Summary:
+    scored: int = 0
+    failed: int = 0
+    records: int = 0
+    status: str = ""
+
+
+class DeploymentRun:
+    def __init__(self, instance_id: str, deployment_id: str):
+        self.settings = get_settings()
+        self.item = deployments.load(instance_id, deployment_id)
+        self.instance_id, self.deployment_id = instance_id, deployment_id
+        keys = connections.load_keys(deployment_id)
+        self.source, self.target = self.item["input"], self.item["output"]
+        self.inputs_store = connections.object_store(self.source, keys["input"])
+        self.outputs_store = connections.object_store(self.target, keys["output"])
+        signature = self.item["signature"]
+        self.signature_name = signature["name"]
+        self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
+        self.ledger = Ledger(instance_id, deployment_id, self.item["version_id"])
+        self.summary = Summary()
+        self.model: engine.Model | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> Summary:
+        try:
+            self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
+        except Exception as error:
+            return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, pending=0):
+            return self.summary
+        try:
+            self._adopt_abandoned_claims()
+            for group in _groups(self._listing(), self.settings.files_per_output):
+                self._score_group(group)
+        except DeploymentDeleted:
+            logger.info("deployment deleted during its run", extra={"deployment_id": self.deployment_id})
+            return self.summary
+        except Fatal as error:
+            return self._fail(str(error))
+        if deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS, pending=0):
+            self.summary.status = deployments.SUCCESS
+        logger.info("deployment run finished", extra={"deployment_id": self.deployment_id,
+                                                      "scored": self.summary.scored, "failed": self.summary.failed})
+        return self.summary
+
+    def _fail(self, reason: str) -> Summary:
+        logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
+        deployments.set_status(self.instance_id, self.deployment_id, deployments.FAILED, failure=reason)
+        self.summary.status = deployments.FAILED
+        return self.summary
+
+    # -- listing ---------------------------------------------------------------------------
+    def _listing(self) -> Iterator[Input]:
+        prefix = self.source["prefix"]
+        same_store = (self.source["bucket"], self.source["url"]) == (self.target["bucket"], self.target["url"])
+        try:
+            for chunk in obstore.list(self.inputs_store, prefix=prefix or None, chunk_size=1000):
+                for meta in chunk:
+                    key = meta["path"]
+                    if key.endswith("/") or WRITE_CHECK_MARK in key:
+                        continue
+                    if same_store and key.startswith(self.target["prefix"]):
+                        continue  # our own outputs are never inputs
+                    yield Input(key, meta.get("e_tag") or "", meta["size"], key[len(prefix):])
+        except (OSError, RuntimeError, ValueError) as error:
+            raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: "
+                        f"{type(error).__name__}: {str(error)[:300]}") from None
+
+    # -- one group -------------------------------------------------------------------------
+    def _score_group(self, group: list[Input]) -> None:
+        known = self.ledger.lookup(item.key for item in group)
+        todo = [item for item in group if self.ledger.needs_work(known.get(item.key), item.etag)]
+        if not todo:
+            return
+        deployments.add_pending(self.instance_id, self.deployment_id, len(todo))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        batch_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
+        predictions_key = f"{self.target['prefix']}predictions-{batch_id}.json"
+        errors_key = f"{self.target['prefix']}errors-{batch_id}.json"
+
+        parsed: dict[str, Batch] = {}
+        live: list[Entry] = []
+        for item, content in zip(todo, self._fetch(todo)):
+            if content is None:  # deleted since it was listed: no longer an input
+                continue
+            try:
+                if isinstance(content, InputError):
+                    raise content
+                batch = parse(content, self.specs, self.signature_name, jsonl=item.key.endswith(".jsonl"))
+            except InputError as error:
+                live.append(Entry(item.key, item.etag, errors_key, FAILED, 0, error.code, str(error)))
+                continue
+            parsed[item.key] = batch
+            live.append(Entry(item.key, item.etag, predictions_key, SCORED, batch.count))
+        token = uuid.uuid4().hex
+        held = self.ledger.claim(live, token)
+        skipped = len(todo) - len(held)
+        if skipped:
+            deployments.add_pending(self.instance_id, self.deployment_id, -skipped)
+        if not held:
+            return
+        by_key = {item.key: item for item in todo}
+        held = self._predict_and_write(held, parsed, by_key, token, errors_key)
+        self.ledger.commit(held, token)
+        records = sum(entry.records for entry in held if entry.status == SCORED)
+        scored = sum(1 for entry in held if entry.status == SCORED)
+        self.summary.scored += scored
+        self.summary.failed += len(held) - scored
+        self.summary.records += records
+        if records:
+            instances.add(self.instance_id, "prediction_count", records)
+
+    def _predict_and_write(self, held: list[Entry], parsed: dict[str, Batch], by_key: dict[str, Input],
+                           token: str, errors_key: str) -> list[Entry]:
+        good = [entry for entry in held if entry.status == SCORED]
+        outputs, model_errors = self._predict([parsed[entry.key] for entry in good])
+        if model_errors:
+            moved = [replace(good[index], status=FAILED, output_key=errors_key, records=0,
+                             error_code="model_error", error=message) for index, message in model_errors.items()]
+            self.ledger.reassign(moved, token)
+            moved_keys = {entry.key: entry for entry in moved}
+            held = [moved_keys.get(entry.key, entry) for entry in held]
+        failed = [entry for entry in held if entry.status == FAILED]
+        if failed:
+            self._write(errors_key, [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
+                                     for entry in failed])
+        predictions = []
+        for index, entry in enumerate(good):
+            if index not in model_errors:
+                predictions += elements(by_key[entry.key].filename, outputs[index])
+        if predictions:
+            self._write(good[0].output_key, predictions)
+        return held
+
+    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str]]:
+        """Outputs per file; a failing joined call is retried file by file to isolate the bad one."""
+        if not batches:
+            return [], {}
+        started = time.perf_counter()
+        try:
+            outputs = self.model.predict_files(batches, self.settings.batch_size)
+            errors: dict[int, str] = {}
+        except Exception:
+            outputs, errors = [], {}
+            for index, batch in enumerate(batches):
+                try:
+                    outputs += self.model.predict_files([batch], self.settings.batch_size)
+                except Exception as error:
+                    outputs.append({})
+                    errors[index] = f"the model refused this input: {type(error).__name__}: {str(error)[:500]}"
+        seconds = time.perf_counter() - started
+        instances.add(self.instance_id, "computation_time", Decimal(str(round(seconds, 3))))
+        return outputs, errors
+
+    def _write(self, key: str, items: list[dict]) -> None:
+        try:
+            obstore.put(self.outputs_store, key, dumps(items))
+        except (OSError, RuntimeError, ValueError) as error:
+            raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: "
+                        f"{type(error).__name__}: {str(error)[:300]}") from None
+
+    def _fetch(self, todo: list[Input]) -> list[bytes | InputError | None]:
+        limit = self.settings.max_input_bytes
+
+        async def one(item: Input, gate: asyncio.Semaphore):
+            if item.size > limit:
+                return InputError(f"the file is {item.size} bytes; the limit is {limit} "
+                                  "(TFBATCH_MAX_INPUT_BYTES). Split it, e.g. into .jsonl parts.", "file_too_large")
+            async with gate:
+                try:
+                    result = await obstore.get_async(self.inputs_store, item.key)
+                    return bytes(await result.bytes_async())
+                except FileNotFoundError:
+                    return None
+
+        async def every():
+            gate = asyncio.Semaphore(self.settings.fetch_concurrency)
+            return await asyncio.gather(*(one(item, gate) for item in todo))
+
+        return asyncio.run(every())
+
+    # -- recovery --------------------------------------------------------------------------
+    def _adopt_abandoned_claims(self) -> None:
+        """Claims left by a dead scorer whose output file exists: their records are there."""
+        by_output: dict[str, list[dict]] = defaultdict(list)
+        for claim in self.ledger.claims():
+            if self.ledger.expired(claim):
+                by_output[claim["output_key"]].append(claim)
+        for output_key, claims in by_output.items():
+            try:
+                obstore.head(self.outputs_store, output_key)
+            except FileNotFoundError:
+                continue  # never written: these files are simply scored again
+            for token, group in _by_token(claims).items():
+                entries = [Entry(c["input_key"], c["etag"], output_key, c["planned_status"], int(c["records"]),
+                                 c.get("error_code", ""), c.get("error_message", "")) for c in group]
+                self.ledger.commit(entries, token, pending_delta=len(entries))
+                logger.info("adopted abandoned claims", extra={"output_key": output_key, "count": len(entries)})
+
+
+def _by_token(claims: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for claim in claims:
+        grouped[claim["claim_token"]].append(claim)
+    return grouped
+
+
+def _groups(items: Iterator[Input], size: int) -> Iterator[list[Input]]:
+    group: list[Input] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def run_deployment(instance_id: str, deployment_id: str) -> Summary:
+    try:
+        run = DeploymentRun(instance_id, deployment_id)
+    except NotFound:
+        logger.info("deployment no longer exists", extra={"deployment_id": deployment_id})
+        return Summary(status="DELETED")
+    return run.run()
+
