@@ -2,9 +2,10 @@
 
 Each element starts with "filename"; a file of one record gives each output tensor without
 its batch dimension (the seed's `"classes": 3`), a file of several records gives one element
-per record with "index" after "filename". Floats keep full float32 precision: orjson writes
-NumPy float32 values with their shortest exact repr. String tensors become text, or
-{"b64": ...} when they are not UTF-8.
+per record with "index" after "filename". Floats keep full float32 precision: each float32 is
+written as the exact decimal of its value (widened to float64, as the seed's 605047.6875),
+so a reader gets back the very number the model produced, whichever float width it parses
+into. String tensors become text, or {"b64": ...} when they are not UTF-8.
 """
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ import orjson
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def _value(array: np.ndarray) -> Any:
-    if array.dtype == object or array.dtype.kind == "S":
-        if array.ndim == 0:
-            return _text(array.item())
-        return [_value(item) for item in array]
-    if array.ndim == 0:
-        return array[()]  # a NumPy scalar: orjson keeps its precision
-    return np.ascontiguousarray(array)
+def _value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return _text(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind == "S":
+            return [_value(item) for item in value]
+        if value.dtype.kind == "f":
+            return np.ascontiguousarray(value, dtype=np.float64)
+        return np.ascontiguousarray(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value  # a NumPy integer or bool scalar
 
 
 def _text(raw: Any) -> Any:

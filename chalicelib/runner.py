@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import obstore
+from obstore.exceptions import BaseError as StoreError
 
 from chalicelib import connections, deployments, engine, instances
 from chalicelib.errors import NotFound
@@ -108,9 +109,8 @@ class DeploymentRun:
                     if same_store and key.startswith(self.target["prefix"]):
                         continue  # our own outputs are never inputs
                     yield Input(key, meta.get("e_tag") or "", meta["size"], key[len(prefix):])
-        except (OSError, RuntimeError, ValueError) as error:
-            raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: "
-                        f"{type(error).__name__}: {str(error)[:300]}") from None
+        except (StoreError, OSError) as error:
+            raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
 
     # -- one group -------------------------------------------------------------------------
     def _score_group(self, group: list[Input]) -> None:
@@ -201,9 +201,8 @@ class DeploymentRun:
     def _write(self, key: str, items: list[dict]) -> None:
         try:
             obstore.put(self.outputs_store, key, dumps(items))
-        except (OSError, RuntimeError, ValueError) as error:
-            raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: "
-                        f"{type(error).__name__}: {str(error)[:300]}") from None
+        except (StoreError, OSError) as error:
+            raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
 
     def _fetch(self, todo: list[Input]) -> list[bytes | InputError | None]:
         limit = self.settings.max_input_bytes
@@ -242,6 +241,12 @@ class DeploymentRun:
                                  c.get("error_code", ""), c.get("error_message", "")) for c in group]
                 self.ledger.commit(entries, token, pending_delta=len(entries))
                 logger.info("adopted abandoned claims", extra={"output_key": output_key, "count": len(entries)})
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a store error (obstore appends a long debug dump after it)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first[:400]}"
 
 
 def _by_token(claims: list[dict]) -> dict[str, list[dict]]:

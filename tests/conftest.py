@@ -71,7 +71,33 @@ def model_dirs(tmp_path_factory):
         "multi_io": savedmodels.multi_io(base / "multi_io"),
         "strings": savedmodels.string_io(base / "strings"),
         "tf1_classify": savedmodels.tf1_classify(base / "tf1_classify"),
+        "two_signatures": savedmodels.two_signatures(base / "two_signatures"),
     }
+
+
+@pytest.fixture(scope="session")
+def moto_server_url():
+    """A moto server in a thread of the test process: real HTTP, for code that uses obstore."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def server_aws(moto_server_url, settings_env):
+    """The service's resources on a fresh moto server; yields its URL (also the users' store)."""
+    import requests
+
+    from chalicelib import resources
+
+    requests.post(f"{moto_server_url}/moto-api/reset", timeout=10)
+    settings_env(TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=moto_server_url)
+    resources.bootstrap()
+    yield moto_server_url
 
 
 def _free_port() -> int:

@@ -86,3 +86,20 @@ def zipped(directory: Path) -> bytes:
         for path in sorted(directory.rglob("*")):
             archive.write(path, str(path.relative_to(directory)))
     return buffer.getvalue()
+
+
+class _TwoSignatures(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def double(self, x):
+        return {"y": x * 2}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def negate(self, x):
+        return {"y": -x}
+
+
+def two_signatures(directory: Path) -> Path:
+    """Two signatures and no serving_default: a deployment must name one."""
+    module = _TwoSignatures()
+    tf.saved_model.save(module, str(directory), signatures={"double": module.double, "negate": module.negate})
+    return directory

@@ -1,0 +1,229 @@
+"""Batch deployments scored for real: the app's routes create them, the runner (TensorFlow,
+obstore) scores them against a moto server, and the output files are read back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apiclient import body, error_of
+from chalicelib import connections, instances, runner
+from flows import tenant
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def user(server_aws):
+    return tenant(server_aws)
+
+
+def _buckets(user, *names):
+    s3 = user.s3()
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    return s3
+
+
+def _records_by_file(outputs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    by_file: dict[str, list[dict]] = {}
+    for items in outputs.values():
+        for item in items:
+            by_file.setdefault(item["filename"], []).append(item)
+    return by_file
+
+
+def test_seed_walkthrough_scores_num_3_in_the_seed_shape(user, model_dirs):
+    s3 = _buckets(user, "batchtensorflow-in", "batch")
+    s3.put_object(Bucket="batchtensorflow-in", Key="num_3.json", Body=(EXAMPLES / "num_3.json").read_bytes())
+    model_id = user.publish(model_dirs["tf1_classify"])
+    created = user.deploy(model_id, "batchtensorflow-in", "batch")
+    assert created.status_code == 201, created.body
+    entity = body(created)["entity"]
+    assert entity["status"] == "INITIALIZING" and entity["type"] == "batch"
+    assert entity["input"]["connection"]["secret_key"] == "********"
+    assert "user-secret-key-do-not-leak" not in created.body.decode()
+    deployment_id = body(created)["metadata"]["guid"]
+
+    summary = runner.run_deployment(user.instance_id, deployment_id)
+    assert (summary.status, summary.scored, summary.failed) == ("SUCCESS", 1, 0)
+    outputs = user.outputs("batch")
+    (items,) = outputs.values()
+    assert list(items[0]) == ["filename", "classes", "proba"]
+    assert items[0]["filename"] == "num_3.json"
+    assert isinstance(items[0]["classes"], int) and len(items[0]["proba"]) == 10
+    pixels = np.array(json.loads((EXAMPLES / "num_3.json").read_text())["inputs"], np.float32)
+    weights = np.linspace(-1, 1, 7840, dtype=np.float32).reshape(784, 10)
+    assert items[0]["classes"] == int(np.argmax(pixels @ weights))
+    details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+    assert details == {"status": "SUCCESS", "total": 1, "scored": 1, "failed": 0, "pending": 0, "progress": 1.0}
+    usage = instances.get(user.instance_id)
+    assert usage["prediction_count"] == 1 and usage["computation_time"] > 0
+
+
+BAD_FILES = {
+    "not-json.json": (b"{oops", "invalid_json", "not valid JSON"),
+    "empty.json": (b"", "empty_file", "the file is empty"),
+    "list.json": (b"[1, 2]", "wrong_format", "expected a JSON object"),
+    "unknown.json": (b'{"a": [[1, 2, 3]], "b": [1], "c": [1]}', "unknown_tensor", "unknown tensor 'c'"),
+    "dims.json": (b'{"a": [[1, 2]], "b": [1]}', "wrong_shape", "expects shape [None, 3]"),
+    "dtype.json": (b'{"a": [[1, 2, 3]], "b": [0.5]}', "wrong_dtype", "whole numbers (int64); found 0.5"),
+    "nan.json": (b'{"a": [[NaN, 2, 3]], "b": [1]}', "invalid_json", "NaN and Infinity are not JSON"),
+    "picture.png": (b"\x89PNG\r\n\x1a\n\0\0binary", "invalid_json", "not valid JSON"),
+    "huge.json": (b'{"a": [[1, 2, 3]], "b": [1]}' + b" " * 5000, "file_too_large", "the limit is 4096"),
+}
+
+
+def test_bad_files_get_clear_errors_and_never_stop_the_good_ones(user, model_dirs, settings_env, server_aws):
+    settings_env(TFBATCH_MAX_INPUT_BYTES=4096, TFBATCH_FILES_PER_OUTPUT=7, TFBATCH_BATCH_SIZE=5,
+                 TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=server_aws)
+    s3 = _buckets(user, "mixed")
+    good = {}
+    for number in range(30):
+        key = f"in/good-{number:02d}.json"
+        if number % 3 == 0:
+            content = {"instances": [{"a": [number, 1, 1], "b": number}]}
+        elif number % 3 == 1:
+            content = {"inputs": {"a": [[number, 0, 0], [1, 1, 1]], "b": [number, 7]}}
+        else:
+            content = {"a": [[number, 2, 2]], "b": [number]}
+        good[key[3:]] = content
+        s3.put_object(Bucket="mixed", Key=key, Body=json.dumps(content).encode())
+    s3.put_object(Bucket="mixed", Key="in/lines.jsonl", Body=b'{"a": [1, 1, 1], "b": 1}\n{"a": [2, 2, 2], "b": 2}\n')
+    for name, (content, _, _) in BAD_FILES.items():
+        s3.put_object(Bucket="mixed", Key=f"in/{name}", Body=content)
+    model_id = user.publish(model_dirs["multi_io"])
+    created = user.deploy(model_id, "mixed", "mixed", prefix="in/", out_prefix="out/")
+    assert created.status_code == 201, created.body
+    summary = runner.run_deployment(user.instance_id, body(created)["metadata"]["guid"])
+    assert (summary.status, summary.scored, summary.failed) == ("SUCCESS", 31, len(BAD_FILES))
+
+    outputs = user.outputs("mixed", "out/")
+    by_file = _records_by_file(outputs)
+    assert set(by_file) == set(good) | {"lines.jsonl"} | set(BAD_FILES)
+    for name, (_, code, words) in BAD_FILES.items():
+        (element,) = by_file[name]
+        assert element["error"]["code"] == code and words in element["error"]["message"], element
+    for name, content in good.items():
+        records = by_file[name]
+        if "instances" in content or "b" in content:
+            (record,) = records
+            assert "index" not in record
+            number = int(name[5:7])
+            assert record["shifted"] == number + 1
+        else:
+            assert [r["index"] for r in records] == [0, 1]
+            assert records[1]["sum"] == 3.0 and records[1]["shifted"] == 8
+    assert [r["sum"] for r in by_file["lines.jsonl"]] == [3.0, 6.0]
+    assert all(key.startswith("out/predictions-") or key.startswith("out/errors-") for key in outputs)
+
+
+def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model_dirs):
+    s3 = _buckets(user, "src", "dst")
+    for number in range(5):
+        s3.put_object(Bucket="src", Key=f"t{number}.json", Body=json.dumps({"text": [f"w{number}"]}).encode())
+    model_id = user.publish(model_dirs["strings"])
+    deployment_id = body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+    assert runner.run_deployment(user.instance_id, deployment_id).scored == 5
+    first = user.outputs("dst")
+    assert {item["filename"]: item["upper"] for items in first.values() for item in items} == {
+        f"t{n}.json": f"W{n}" for n in range(5)}
+    again = runner.run_deployment(user.instance_id, deployment_id)
+    assert (again.scored, again.failed, again.status) == (0, 0, "SUCCESS")
+    assert user.outputs("dst") == first
+    s3.put_object(Bucket="src", Key="t0.json", Body=json.dumps({"text": ["changed"]}).encode())
+    assert runner.run_deployment(user.instance_id, deployment_id).scored == 1
+    new = {key: items for key, items in user.outputs("dst").items() if key not in first}
+    (items,) = new.values()
+    assert items == [{"filename": "t0.json", "length": 7, "upper": "CHANGED"}]
+
+
+def test_unreachable_input_bucket_fails_with_the_reason(user, model_dirs):
+    s3 = _buckets(user, "gone", "out")
+    model_id = user.publish(model_dirs["multi_io"])
+    deployment_id = body(user.deploy(model_id, "gone", "out"))["metadata"]["guid"]
+    s3.delete_bucket(Bucket="gone")
+    assert runner.run_deployment(user.instance_id, deployment_id).status == "FAILED"
+    details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+    assert details["status"] == "FAILED" and "The input bucket 'gone' could not be listed" in details["failures"][0]
+
+
+def test_unloadable_model_fails_the_deployment(user, model_dirs):
+    from chalicelib import aws, engine
+    from chalicelib.settings import get_settings
+
+    _buckets(user, "in2", "out2")
+    model_id = user.publish(model_dirs["multi_io"])
+    created = body(user.deploy(model_id, "in2", "out2"))
+    version = created["entity"]["deployed_version"]["guid"]
+    archive_key = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=get_settings().models_bucket)["Contents"]
+                   if version in o["Key"]][0]
+    aws.client("s3").put_object(Bucket=get_settings().models_bucket, Key=archive_key, Body=b"garbage")
+    engine.load.cache_clear()
+    summary = runner.run_deployment(user.instance_id, created["metadata"]["guid"])
+    assert summary.status == "FAILED"
+    entity = user.deployment(model_id, created["metadata"]["guid"])["entity"]
+    assert entity["status_details"]["failures"][0].startswith("The model could not be loaded")
+
+
+def test_signature_choice_is_never_a_guess(user, model_dirs):
+    _buckets(user, "sin", "sout")
+    model_id = user.publish(model_dirs["two_signatures"])
+    refused = user.deploy(model_id, "sin", "sout")
+    assert refused.status_code == 400
+    assert error_of(refused)["target"]["name"] == "signature_name"
+    assert "double, negate" in error_of(refused)["message"]
+    unknown = user.deploy(model_id, "sin", "sout", signature_name="triple")
+    assert unknown.status_code == 400 and "no signature 'triple'" in error_of(unknown)["message"]
+    chosen = user.deploy(model_id, "sin", "sout", signature_name="negate")
+    assert chosen.status_code == 201 and body(chosen)["entity"]["signature_name"] == "negate"
+
+
+@pytest.mark.parametrize("source, target, options, status, side", [
+    ("missing-in", "out3", {}, 400, "input"),
+    ("in3", "missing-out", {}, 400, "output"),
+    ("in3", "in3", {}, 400, "output.target.prefix"),
+])
+def test_connection_checks_name_the_side_that_failed(user, model_dirs, source, target, options, status, side):
+    _buckets(user, "in3", "out3")
+    model_id = user.publish(model_dirs["multi_io"])
+    response = user.deploy(model_id, source, target, **options)
+    assert response.status_code == status
+    error = error_of(response)
+    assert error["target"]["name"] == side
+    assert "user-secret-key-do-not-leak" not in response.body.decode()
+
+
+def test_deployment_lists_paths_and_delete(user, model_dirs):
+    _buckets(user, "lin", "lout")
+    model_id = user.publish(model_dirs["multi_io"])
+    first = body(user.deploy(model_id, "lin", "lout"))["metadata"]["guid"]
+    instance_path = f"{user.base}/deployments"
+    second_body = user.deployment_body("lin", "lout", published_model={"guid": model_id})
+    second = user.client.http.post(instance_path, headers=user.headers, body=json.dumps(second_body))
+    assert second.status_code == 201
+    listed = body(user.client.http.get(instance_path, headers=user.headers))
+    assert {r["metadata"]["guid"] for r in listed["resources"]} == {first, body(second)["metadata"]["guid"]}
+    by_model = body(user.client.http.get(f"{user.base}/published_models/{model_id}/deployments", headers=user.headers))
+    assert len(by_model["resources"]) == 2
+    assert instances.get(user.instance_id)["deployment_count"] == 2
+    in_use = user.client.http.delete(f"{user.base}/published_models/{model_id}", headers=user.headers)
+    assert in_use.status_code == 409
+    gone = user.client.http.delete(f"{instance_path}/{first}", headers=user.headers)
+    assert gone.status_code == 204
+    assert user.client.http.get(f"{instance_path}/{first}", headers=user.headers).status_code == 404
+    with pytest.raises(Exception):
+        connections.load_keys(first)
+    assert runner.run_deployment(user.instance_id, first).status == "DELETED"
+    assert instances.get(user.instance_id)["deployment_count"] == 1
+
+
+def test_model_without_ready_content_cannot_be_deployed(user):
+    created = user.client.http.post(f"{user.base}/published_models", headers=user.headers,
+                                    body=json.dumps({"name": "empty", "model_type": "tensorflow"}))
+    model_id = body(created)["metadata"]["guid"]
+    _buckets(user, "ein", "eout")
+    response = user.deploy(model_id, "ein", "eout")
+    assert response.status_code == 409 and "without content" in error_of(response)["message"]
