@@ -161,16 +161,16 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
 
 
 def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
-               pending: int | None = None) -> bool:
-    """Change the status of a deployment that still exists; False when it was deleted."""
+               counts: dict[str, int] | None = None) -> bool:
+    """Change the status (and set counters) of a deployment that still exists; False when deleted."""
     update = "SET #status = :status, modified_at = :now"
     values: dict = {":status": status, ":now": now_iso()}
     if failure is not None:
         update += ", failure = :failure"
         values[":failure"] = failure[:2000]
-    if pending is not None:
-        update += ", pending = :pending"
-        values[":pending"] = pending
+    for name, value in (counts or {}).items():
+        update += f", {name} = :{name}"
+        values[f":{name}"] = value
     try:
         _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression="attribute_exists(deployment_id)",

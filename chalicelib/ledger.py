@@ -2,21 +2,28 @@
 model version it was scored at and the output file holding its one result record.
 
 The protocol, per group of files:
-1. claim: a conditional put per file (status `claimed`, a claim token, the output file it
-   will go to). A file already done at this ETag, or freshly claimed by another scorer, is
-   not claimed again.
+1. claim: a conditional put per file (status `claimed`, a claim token, and the outcome it
+   plans: output file, status, record count). A file already done at this ETag and model
+   version, or freshly claimed by another scorer, is not claimed again.
 2. write the output file (its name is fixed at claim time).
-3. commit: set status `scored`/`failed` where the claim token still matches, in the same
-   transaction as the deployment's counters.
+3. commit: write the claimed items with their final status, then add to the deployment's
+   counters.
 A scorer that dies leaves claims behind. Once they are older than the lease, the next scorer
-looks for their output file: if it exists, the records are there and the claims are
-committed as they are; if not, the files are claimed again and scored. So a crash at any
-point neither loses a result nor writes a second one.
+looks for their output file: if it exists, the records are there and the claims are committed
+as planned; if not, the files are claimed again and scored. So a crash at any point neither
+loses a result nor writes a second one. Counters added after a crash may lag; `recount` sets
+them from the ledger itself when a run ends.
+
+Claims are single conditional puts, run concurrently, and commits are batch writes: DynamoDB
+transactions would save requests on AWS, but moto copies every table on each transaction,
+which would make the local stack crawl as the ledger grows.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -27,8 +34,8 @@ from chalicelib import aws
 from chalicelib.settings import get_settings
 
 CLAIMED, SCORED, FAILED = "claimed", "scored", "failed"
-_TRANSACTION_LIMIT = 100
 _serialize = TypeSerializer().serialize
+_CLAIM_THREADS = 8
 
 
 class DeploymentDeleted(Exception):
@@ -55,6 +62,14 @@ def _item(values: dict) -> dict:
     return {name: _serialize(value) for name, value in values.items()}
 
 
+def _plain(raw: dict) -> dict:
+    return {name: next(iter(value.values())) for name, value in raw.items()}
+
+
+def _now() -> Decimal:
+    return Decimal(str(round(time.time(), 3)))
+
+
 class Ledger:
     def __init__(self, instance_id: str, deployment_id: str, model_version: str, *,
                  lease_seconds: int | None = None):
@@ -66,17 +81,23 @@ class Ledger:
         self._table = settings.ledger_table
         self._deployments = settings.deployments_table
         self._client = aws.client("dynamodb")
+        self._pool = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="ledger")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _key(self, input_key: str) -> dict:
+        return _item({"deployment_id": self.deployment_id, "input_key": input_key})
 
     def lookup(self, keys: Iterable[str]) -> dict[str, dict]:
         """The ledger items of these keys (absent keys are missing from the result)."""
         found: dict[str, dict] = {}
         for chunk in _chunks(sorted(set(keys)), 100):
-            request = {self._table: {"Keys": [_item({"deployment_id": self.deployment_id, "input_key": key})
-                                              for key in chunk], "ConsistentRead": True}}
+            request = {self._table: {"Keys": [self._key(key) for key in chunk], "ConsistentRead": True}}
             while request:
                 response = self._client.batch_get_item(RequestItems=request)
                 for raw in response["Responses"].get(self._table, []):
-                    found[raw["input_key"]["S"]] = {name: next(iter(value.values())) for name, value in raw.items()}
+                    found[raw["input_key"]["S"]] = _plain(raw)
                 request = response.get("UnprocessedKeys") or None
                 if request:
                     time.sleep(0.05)
@@ -93,113 +114,88 @@ class Ledger:
     def expired(self, item: dict) -> bool:
         return float(item["claimed_at"]) < time.time() - self.lease_seconds
 
-    def claim(self, entries: list[Entry], token: str) -> list[Entry]:
-        """Claim what can be claimed; returns the entries now held with `token`."""
-        held: list[Entry] = []
-        for chunk in _chunks(entries, _TRANSACTION_LIMIT):
-            while chunk:
-                refused = self._transact([self._claim_action(entry, token) for entry in chunk])
-                if refused is None:
-                    held += chunk
-                    break
-                chunk = [entry for index, entry in enumerate(chunk) if index not in refused]
-        return held
-
-    def _claim_action(self, entry: Entry, token: str) -> dict:
-        now = time.time()
-        return {"Put": {
-            "TableName": self._table,
-            "Item": _item({
-                "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-                "model_version": self.model_version, "status": CLAIMED, "claim_token": token,
-                "claimed_at": Decimal(str(round(now, 3))), **self._outcome(entry),
-            }),
-            "ConditionExpression": (
-                "attribute_not_exists(input_key)"
-                " OR (#status = :claimed AND claimed_at < :expired)"
-                " OR (#status <> :claimed AND (etag <> :etag OR model_version <> :version))"
-            ),
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": _item({
-                ":claimed": CLAIMED, ":expired": Decimal(str(round(now - self.lease_seconds, 3))),
-                ":etag": entry.etag, ":version": self.model_version,
-            }),
-        }}
-
+    # -- claim -----------------------------------------------------------------------------
     @staticmethod
     def _outcome(entry: Entry) -> dict:
         """What a claim plans, so a successor can commit it if the output file was written."""
         return {"output_key": entry.output_key, "planned_status": entry.status, "records": entry.records,
                 "error_code": entry.error_code, "error_message": entry.error[:1000]}
 
+    def _claim_one(self, entry: Entry, token: str) -> bool:
+        now = time.time()
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=_item({"deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+                            "model_version": self.model_version, "status": CLAIMED, "claim_token": token,
+                            "claimed_at": Decimal(str(round(now, 3))), **self._outcome(entry)}),
+                ConditionExpression=(
+                    "attribute_not_exists(input_key)"
+                    " OR (#status = :claimed AND claimed_at < :expired)"
+                    " OR (#status <> :claimed AND (etag <> :etag OR model_version <> :version))"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_item({
+                    ":claimed": CLAIMED, ":expired": Decimal(str(round(now - self.lease_seconds, 3))),
+                    ":etag": entry.etag, ":version": self.model_version}),
+            )
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def claim(self, entries: list[Entry], token: str) -> list[Entry]:
+        """Claim what can be claimed; returns the entries now held with `token`."""
+        won = self._pool.map(lambda entry: self._claim_one(entry, token), entries)
+        return [entry for entry, held in zip(entries, won) if held]
+
     def reassign(self, entries: list[Entry], token: str) -> None:
         """Change the planned outcome of claims still held (a file the model refused moves to errors)."""
         for entry in entries:
             outcome = self._outcome(entry)
             self._client.update_item(
-                TableName=self._table,
-                Key=_item({"deployment_id": self.deployment_id, "input_key": entry.key}),
+                TableName=self._table, Key=self._key(entry.key),
                 UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in outcome),
                 ConditionExpression="claim_token = :token",
                 ExpressionAttributeValues=_item({**{f":{name}": value for name, value in outcome.items()},
                                                  ":token": token}),
             )
 
+    # -- commit ----------------------------------------------------------------------------
     def commit(self, entries: list[Entry], token: str, *, pending_delta: int = 0) -> None:
-        """Record the outcome of claimed entries, with the deployment's counters, atomically."""
-        for chunk in _chunks(entries, _TRANSACTION_LIMIT - 1):
-            while chunk:
-                actions = [self._commit_action(entry, token) for entry in chunk]
-                actions.append(self._counters_action(chunk, pending_delta))
-                refused = self._transact(actions)
-                if refused is None:
-                    break
-                if len(actions) - 1 in refused:
-                    raise DeploymentDeleted(self.deployment_id)
-                # A claim was taken over (we outlived the lease): that entry is no longer ours.
-                chunk = [entry for index, entry in enumerate(chunk) if index not in refused]
-            pending_delta = 0
-
-    def _commit_action(self, entry: Entry, token: str) -> dict:
-        values = {":status": entry.status, ":token": token, ":now": Decimal(str(round(time.time(), 3)))}
-        update = "SET #status = :status, committed_at = :now"
-        return {"Update": {
-            "TableName": self._table,
-            "Key": _item({"deployment_id": self.deployment_id, "input_key": entry.key}),
-            "UpdateExpression": update,
-            "ConditionExpression": "claim_token = :token AND #status = :claimed",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": _item({**values, ":claimed": CLAIMED}),
-        }}
-
-    def _counters_action(self, entries: list[Entry], pending_delta: int) -> dict:
+        """Record the outcome of claimed entries, then count them on the deployment."""
+        now = _now()
+        for chunk in _chunks(entries, 25):
+            requests = [{"PutRequest": {"Item": _item({
+                "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+                "model_version": self.model_version, "status": entry.status, "claim_token": token,
+                "claimed_at": now, "committed_at": now, **self._outcome(entry)})}} for entry in chunk]
+            batch = {self._table: requests}
+            while batch:
+                batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
+                if batch:
+                    time.sleep(0.05)
         scored = sum(1 for entry in entries if entry.status == SCORED)
-        failed = len(entries) - scored
-        return {"Update": {
-            "TableName": self._deployments,
-            "Key": _item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
-            "UpdateExpression": "ADD scored :scored, failed :failed, pending :pending",
-            "ConditionExpression": "attribute_exists(deployment_id)",
-            "ExpressionAttributeValues": _item({":scored": scored, ":failed": failed,
-                                                ":pending": pending_delta - len(entries)}),
-        }}
+        self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
-    def _transact(self, actions: list[dict]) -> set[int] | None:
-        """Run a transaction; None on success, else the indexes whose condition failed."""
+    def _add_counts(self, **counts: int) -> None:
         try:
-            self._client.transact_write_items(TransactItems=actions)
-            return None
+            self._client.update_item(
+                TableName=self._deployments,
+                Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
+                UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counts),
+                ConditionExpression="attribute_exists(deployment_id)",
+                ExpressionAttributeValues=_item({f":{name}": value for name, value in counts.items()}),
+            )
         except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = error.response.get("CancellationReasons", [])
-            refused = {index for index, reason in enumerate(reasons) if reason.get("Code") == "ConditionalCheckFailed"}
-            if not refused:
-                raise
-            return refused
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise DeploymentDeleted(self.deployment_id) from None
+            raise
 
+    # -- reading the whole partition -------------------------------------------------------
     def claims(self) -> Iterator[dict]:
-        """Every item still in `claimed` status (a query over this deployment's partition)."""
+        """Every item still in `claimed` status."""
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self._table, KeyConditionExpression="deployment_id = :id",
@@ -207,4 +203,16 @@ class Ledger:
             ExpressionAttributeValues=_item({":id": self.deployment_id, ":claimed": CLAIMED}),
         ):
             for raw in page["Items"]:
-                yield {name: next(iter(value.values())) for name, value in raw.items()}
+                yield _plain(raw)
+
+    def recount(self) -> Counter:
+        """How many inputs are scored, failed and claimed, from the ledger itself."""
+        counts: Counter = Counter()
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table, KeyConditionExpression="deployment_id = :id",
+            ProjectionExpression="#status", ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_item({":id": self.deployment_id}),
+        ):
+            counts.update(raw["status"]["S"] for raw in page["Items"])
+        return counts

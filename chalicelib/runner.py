@@ -73,22 +73,32 @@ class DeploymentRun:
             self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
         except Exception as error:
             return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
-        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, pending=0):
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
+                                      counts={"pending": 0}):
             return self.summary
         try:
             self._adopt_abandoned_claims()
             for group in _groups(self._listing(), self.settings.files_per_output):
                 self._score_group(group)
+            self._finish()
         except DeploymentDeleted:
             logger.info("deployment deleted during its run", extra={"deployment_id": self.deployment_id})
-            return self.summary
         except Fatal as error:
-            return self._fail(str(error))
-        if deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS, pending=0):
-            self.summary.status = deployments.SUCCESS
-        logger.info("deployment run finished", extra={"deployment_id": self.deployment_id,
-                                                      "scored": self.summary.scored, "failed": self.summary.failed})
+            self._fail(str(error))
+        finally:
+            self.ledger.close()
         return self.summary
+
+    def _finish(self) -> None:
+        """SUCCESS, with counters taken from the ledger (exact even after crashed runs). Files
+        still claimed by another live scorer keep it in progress; that scorer finishes it."""
+        counts = self.ledger.recount()
+        exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": counts["claimed"]}
+        status = deployments.IN_PROGRESS if counts["claimed"] else deployments.SUCCESS
+        if deployments.set_status(self.instance_id, self.deployment_id, status, counts=exact):
+            self.summary.status = status
+        logger.info("deployment run finished", extra={"deployment_id": self.deployment_id, **exact,
+                                                      "this_run_scored": self.summary.scored})
 
     def _fail(self, reason: str) -> Summary:
         logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})

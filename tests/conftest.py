@@ -2,6 +2,7 @@
 and real SavedModels built once per session."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the in-thread moto server's request lines
 
 
 def _fake_aws_environment() -> None:

@@ -1,0 +1,99 @@
+"""Exactly once, whatever happens: the scoring job is SIGKILLed at random points during a run of
+a few thousand files and restarted; in the end every input has exactly one result record
+across all output files, and the deployment's counters agree."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from apiclient import body
+from chalicelib import aws
+from chalicelib.settings import get_settings
+from flows import tenant
+
+FILES = int(os.environ.get("TFBATCH_CRASH_FILES", 2500))
+BAD_EVERY = 23  # every 23rd file is not JSON
+LEASE_SECONDS = 2
+TFBATCH = str(Path(sys.executable).parent / "tfbatch")
+
+
+def _put_inputs(s3) -> dict[str, bool]:
+    s3.create_bucket(Bucket="crash-in")
+    s3.create_bucket(Bucket="crash-out")
+
+    def put(number: int) -> tuple[str, bool]:
+        key = f"f{number:05d}.json"
+        bad = number % BAD_EVERY == 0
+        content = b"{broken" if bad else json.dumps({"a": [[number, 1, 2]], "b": [number]}).encode()
+        s3.put_object(Bucket="crash-in", Key=key, Body=content)
+        return key, bad
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(put, range(FILES)))
+
+
+def _job(env: dict, instance_id: str, deployment_id: str) -> subprocess.Popen:
+    return subprocess.Popen([TFBATCH, "job", "run", "--instance", instance_id, "--deployment", deployment_id],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(server_aws, model_dirs):
+    user = tenant(server_aws)
+    inputs = _put_inputs(user.s3())
+    model_id = user.publish(model_dirs["multi_io"])
+    created = user.deploy(model_id, "crash-in", "crash-out")
+    assert created.status_code == 201
+    deployment_id = body(created)["metadata"]["guid"]
+    env = {**os.environ, "TFBATCH_STAGE": "test", "TFBATCH_AWS_ENDPOINT": server_aws,
+           "TFBATCH_LEASE_SECONDS": str(LEASE_SECONDS), "TFBATCH_FILES_PER_OUTPUT": "40",
+           "TFBATCH_BATCH_SIZE": "16"}
+
+    seed = int(os.environ.get("TFBATCH_CRASH_SEED", time.time()))
+    rng = random.Random(seed)
+    kills = 0
+    for _ in range(6):
+        job = _job(env, user.instance_id, deployment_id)
+        started = time.monotonic()
+        time.sleep(rng.uniform(3.0, 9.0))
+        print(f"kill after {time.monotonic() - started:.1f}s", flush=True)
+        if job.poll() is not None:
+            break  # it finished before the kill
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        kills += 1
+    assert kills >= 2, f"the job finished too fast to be killed mid-run (seed {seed})"
+
+    time.sleep(LEASE_SECONDS + 0.5)  # the dead jobs' claims expire
+    final = _job(env, user.instance_id, deployment_id)
+    output = final.communicate(timeout=600)[0].decode()
+    assert final.returncode == 0, output
+
+    records = Counter()
+    errors = set()
+    for items in user.outputs("crash-out").values():
+        for item in items:
+            records[item["filename"]] += 1
+            if "error" in item:
+                errors.add(item["filename"])
+    duplicated = {name: count for name, count in records.items() if count != 1}
+    assert not duplicated, f"seed {seed}: files with more than one result: {sorted(duplicated)[:10]}"
+    assert set(records) == set(inputs), f"seed {seed}: missing results for {sorted(set(inputs) - set(records))[:10]}"
+    assert errors == {key for key, bad in inputs.items() if bad}
+
+    details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+    bad_count = sum(inputs.values())
+    assert details | {"progress": 1.0} == {"status": "SUCCESS", "total": FILES, "scored": FILES - bad_count,
+                                           "failed": bad_count, "pending": 0, "progress": 1.0}
+    ledger = aws.client("dynamodb").get_paginator("scan").paginate(TableName=get_settings().ledger_table)
+    statuses = Counter(item["status"]["S"] for page in ledger for item in page["Items"])
+    assert statuses == {"scored": FILES - bad_count, "failed": bad_count}, f"seed {seed}: {statuses}"
