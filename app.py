@@ -1,5 +1,5 @@
 """tfbatch's Chalice app: routes and event handlers, wired to chalicelib. No logic lives here."""
-from chalice import Chalice
+from chalice import Chalice, Rate
 
 from chalicelib import deployments, identity, instances, models, views, worktasks
 from chalicelib.http import V3Api
@@ -103,3 +103,8 @@ def delete_deployment(call, instance_id, deployment_id):
 @app.on_sqs_message(queue=get_settings().tasks_queue, batch_size=10)
 def handle_tasks(event):
     return worktasks.handle_batch(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def poll_stores(event):
+    return worktasks.poll_stores()

@@ -25,7 +25,8 @@ def endpoint(url: str) -> str | None:
     return url.rstrip("/") or None
 
 
-def _client(location: dict, keys: dict) -> Any:
+def s3_client(location: dict, keys: dict) -> Any:
+    """boto3 on the user's store with the user's keys (control plane: checks, notifications)."""
     return boto3.client(
         "s3", endpoint_url=endpoint(location.get("url", "")), aws_access_key_id=keys["access_key"],
         aws_secret_access_key=keys["secret_key"], region_name=location.get("region") or get_settings().region,
@@ -46,14 +47,14 @@ def _refusal(side: str, action: str, location: dict, error: Exception) -> BadReq
 
 def check_input(location: dict, keys: dict) -> None:
     try:
-        _client(location, keys).list_objects_v2(Bucket=location["bucket"], Prefix=location["prefix"], MaxKeys=1)
+        s3_client(location, keys).list_objects_v2(Bucket=location["bucket"], Prefix=location["prefix"], MaxKeys=1)
     except (ClientError, BotoCoreError) as error:
         raise _refusal("input", "listing", location, error) from None
 
 
 def check_output(location: dict, keys: dict) -> None:
     probe = f"{location['prefix']}.tfbatch-write-check-{uuid.uuid4().hex}"
-    client = _client(location, keys)
+    client = s3_client(location, keys)
     try:
         client.put_object(Bucket=location["bucket"], Key=probe, Body=b"")
         client.delete_object(Bucket=location["bucket"], Key=probe)

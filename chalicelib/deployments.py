@@ -12,7 +12,7 @@ import uuid
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, connections, instances, models, tasks, views
+from chalicelib import aws, connections, instances, models, subscriptions, tasks, views
 from chalicelib.clock import now_iso
 from chalicelib.errors import BadRequest, Conflict, NotFound, field
 from chalicelib.http import Call
@@ -113,6 +113,12 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
         instances.add(instance_id, "deployment_count", -1)
         raise
     _table().put_item(Item=item)
+    # Subscribe before the first run lists the bucket, so no upload falls between the two;
+    # a file seen both ways is scored once (the ledger).
+    item["trigger"] = subscriptions.subscribe(item, keys["input"])
+    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                         UpdateExpression="SET #trigger = :trigger", ExpressionAttributeNames={"#trigger": "trigger"},
+                         ExpressionAttributeValues={":trigger": item["trigger"]})
     tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
     return views.deployment(item, call.base_url)
 
@@ -152,6 +158,7 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
         raise NotFound(f"Deployment {deployment_id} does not exist.") from None
+    subscriptions.unsubscribe(item, connections.load_keys(deployment_id)["input"])
     connections.delete_keys(deployment_id)
     instances.add(instance_id, "deployment_count", -1)
     aws.table(get_settings().models_table).update_item(
@@ -184,5 +191,32 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
 
 def add_pending(instance_id: str, deployment_id: str, count: int) -> None:
     _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                         UpdateExpression="ADD pending :count", ConditionExpression="attribute_exists(deployment_id)",
-                         ExpressionAttributeValues={":count": count})
+                         UpdateExpression="ADD pending :count SET modified_at = :now",
+                         ConditionExpression="attribute_exists(deployment_id)",
+                         ExpressionAttributeValues={":count": count, ":now": now_iso()})
+
+
+def settle(instance_id: str, deployment_id: str) -> bool:
+    """SUCCESS once nothing is pending (after uploads were scored); False while work remains."""
+    try:
+        _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             UpdateExpression="SET #status = :success, modified_at = :now",
+                             ConditionExpression="attribute_exists(deployment_id) AND pending <= :zero",
+                             ExpressionAttributeNames={"#status": "status"},
+                             ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
+def polled() -> list[dict]:
+    """Deployments whose stores cannot notify: the poller lists them for new files."""
+    table, items, query = _table(), [], {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING)}
+    while True:
+        page = table.scan(**query)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]

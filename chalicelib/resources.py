@@ -5,6 +5,7 @@ CloudFormation resources, so the local stack and AWS cannot drift apart.
 """
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ def tables(settings: Settings) -> list[TableSpec]:
         TableSpec(settings.versions_table, "model_id", "version_id"),
         TableSpec(settings.deployments_table, "instance_id", "deployment_id"),
         TableSpec(settings.ledger_table, "deployment_id", "input_key"),
+        TableSpec(settings.subscriptions_table, "bucket_ref", "deployment_id"),
     ]
 
 
@@ -49,9 +51,16 @@ def buckets(settings: Settings) -> list[str]:
     return [settings.models_bucket]
 
 
+MAX_RECEIVES = 5  # a task that fails this often goes to the dead-letter queue
+
+
 def queues(settings: Settings) -> dict[str, dict[str, str]]:
-    """Queue name -> attributes. The visibility timeout outlasts the scoring function's timeout."""
-    return {settings.tasks_queue: {"VisibilityTimeout": "960"}}
+    """Queue name -> attributes, dead-letter queue first. The visibility timeout outlasts the
+    scoring function's 15-minute timeout, so a running task is never handed out twice."""
+    return {
+        settings.dead_letter_queue: {"MessageRetentionPeriod": "1209600"},
+        settings.tasks_queue: {"VisibilityTimeout": "960"},
+    }
 
 
 def bootstrap(settings: Settings | None = None) -> None:
@@ -71,6 +80,10 @@ def bootstrap(settings: Settings | None = None) -> None:
     sqs = aws.client("sqs")
     for name, attributes in queues(settings).items():
         sqs.create_queue(QueueName=name, Attributes=attributes)
+    dead_letters = sqs.get_queue_attributes(QueueUrl=aws.queue_url(settings.dead_letter_queue),
+                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": str(MAX_RECEIVES)})
+    sqs.set_queue_attributes(QueueUrl=aws.queue_url(settings.tasks_queue), Attributes={"RedrivePolicy": redrive})
     _ensure_signing_key(settings.signing_key_secret)
 
 

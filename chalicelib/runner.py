@@ -69,18 +69,22 @@ class DeploymentRun:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Summary:
+        """The whole backlog: every input in the location without a result."""
+        return self._work(self._backlog, counts={"pending": 0})
+
+    def score(self, uploads: list[Input]) -> Summary:
+        """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
+        return self._work(lambda: self._uploads(uploads), counts=None)
+
+    def _work(self, steps, counts: dict | None) -> Summary:
         try:
             self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
         except Exception as error:
             return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
-        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
-                                      counts={"pending": 0}):
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, counts=counts):
             return self.summary
         try:
-            self._adopt_abandoned_claims()
-            for group in _groups(self._listing(), self.settings.files_per_output):
-                self._score_group(group)
-            self._finish()
+            steps()
         except DeploymentDeleted:
             logger.info("deployment deleted during its run", extra={"deployment_id": self.deployment_id})
         except Fatal as error:
@@ -88,6 +92,18 @@ class DeploymentRun:
         finally:
             self.ledger.close()
         return self.summary
+
+    def _backlog(self) -> None:
+        self._adopt_abandoned_claims()
+        for group in _groups(self._listing(), self.settings.files_per_output):
+            self._score_group(group)
+        self._finish()
+
+    def _uploads(self, uploads: list[Input]) -> None:
+        for group in _groups(iter(uploads), self.settings.files_per_output):
+            self._score_group(group)
+        if deployments.settle(self.instance_id, self.deployment_id):
+            self.summary.status = deployments.SUCCESS
 
     def _finish(self) -> None:
         """SUCCESS, with counters taken from the ledger (exact even after crashed runs). Files
@@ -109,16 +125,12 @@ class DeploymentRun:
     # -- listing ---------------------------------------------------------------------------
     def _listing(self) -> Iterator[Input]:
         prefix = self.source["prefix"]
-        same_store = (self.source["bucket"], self.source["url"]) == (self.target["bucket"], self.target["url"])
         try:
             for chunk in obstore.list(self.inputs_store, prefix=prefix or None, chunk_size=1000):
                 for meta in chunk:
-                    key = meta["path"]
-                    if key.endswith("/") or WRITE_CHECK_MARK in key:
-                        continue
-                    if same_store and key.startswith(self.target["prefix"]):
-                        continue  # our own outputs are never inputs
-                    yield Input(key, meta.get("e_tag") or "", meta["size"], key[len(prefix):])
+                    if is_input(self.source, self.target, meta["path"]):
+                        yield Input(meta["path"], normal_etag(meta.get("e_tag")), meta["size"],
+                                    meta["path"][len(prefix):])
         except (StoreError, OSError) as error:
             raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
 
@@ -277,11 +289,39 @@ def _groups(items: Iterator[Input], size: int) -> Iterator[list[Input]]:
         yield group
 
 
-def run_deployment(instance_id: str, deployment_id: str) -> Summary:
+def normal_etag(etag: str | None) -> str:
+    """Listings quote ETags and S3 events do not: the ledger keeps them bare."""
+    return (etag or "").strip('"')
+
+
+def is_input(location: dict, output: dict, key: str) -> bool:
+    """Whether a key in the input bucket is one of the deployment's inputs."""
+    if not key.startswith(location["prefix"]) or key.endswith("/") or WRITE_CHECK_MARK in key:
+        return False
+    same_store = (location["bucket"], location["url"]) == (output["bucket"], output["url"])
+    return not (same_store and key.startswith(output["prefix"]))
+
+
+def _open(instance_id: str, deployment_id: str) -> DeploymentRun | None:
     try:
-        run = DeploymentRun(instance_id, deployment_id)
+        return DeploymentRun(instance_id, deployment_id)
     except NotFound:
         logger.info("deployment no longer exists", extra={"deployment_id": deployment_id})
+        return None
+
+
+def run_deployment(instance_id: str, deployment_id: str) -> Summary:
+    run = _open(instance_id, deployment_id)
+    return run.run() if run else Summary(status="DELETED")
+
+
+def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:
+    """Score uploaded objects (key, ETag, size) of one deployment's input bucket."""
+    run = _open(instance_id, deployment_id)
+    if run is None:
         return Summary(status="DELETED")
-    return run.run()
+    prefix = run.source["prefix"]
+    inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, etag, size in uploads
+              if is_input(run.source, run.target, key)]
+    return run.score(inputs) if inputs else run.summary
 

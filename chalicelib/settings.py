@@ -22,8 +22,10 @@ class Settings:
     versions_table: str
     deployments_table: str
     ledger_table: str
+    subscriptions_table: str
     models_bucket: str
     tasks_queue: str
+    dead_letter_queue: str
     signing_key_secret: str
     token_ttl_seconds: int
     max_archive_bytes: int
@@ -36,6 +38,7 @@ class Settings:
     fetch_concurrency: int
     max_input_bytes: int
     lease_seconds: int  # after this, a claim whose scorer went silent is taken over
+    poll_seconds: int  # how often the local worker polls stores that cannot notify
 
 
 def _int(name: str, default: int) -> int:
@@ -60,8 +63,10 @@ def get_settings() -> Settings:
         versions_table=env("TFBATCH_VERSIONS_TABLE", f"{prefix}-model-versions"),
         deployments_table=env("TFBATCH_DEPLOYMENTS_TABLE", f"{prefix}-deployments"),
         ledger_table=env("TFBATCH_LEDGER_TABLE", f"{prefix}-ledger"),
+        subscriptions_table=env("TFBATCH_SUBSCRIPTIONS_TABLE", f"{prefix}-subscriptions"),
         models_bucket=env("TFBATCH_MODELS_BUCKET", f"{prefix}-models"),
         tasks_queue=env("TFBATCH_TASKS_QUEUE", f"{prefix}-tasks"),
+        dead_letter_queue=env("TFBATCH_DEAD_LETTER_QUEUE", f"{prefix}-tasks-dlq"),
         signing_key_secret=env("TFBATCH_SIGNING_KEY_SECRET", f"{prefix}/token-signing-key"),
         token_ttl_seconds=_int("TFBATCH_TOKEN_TTL_SECONDS", 3600),
         max_archive_bytes=_int("TFBATCH_MAX_ARCHIVE_BYTES", 200 * 1024 * 1024),
@@ -74,4 +79,5 @@ def get_settings() -> Settings:
         fetch_concurrency=_int("TFBATCH_FETCH_CONCURRENCY", 32),
         max_input_bytes=_int("TFBATCH_MAX_INPUT_BYTES", 16 * 1024 * 1024),
         lease_seconds=_int("TFBATCH_LEASE_SECONDS", 120),
+        poll_seconds=_int("TFBATCH_POLL_SECONDS", 5),
     )

@@ -39,6 +39,19 @@ def _lambda_context() -> SimpleNamespace:
                            invoked_function_arn="local", aws_request_id=str(uuid.uuid4()))
 
 
+def _poll_stores(service) -> None:
+    try:
+        service.poll_stores(_scheduled_event(), _lambda_context())
+    except Exception:
+        logger.exception("polling stores failed; trying again at the next interval")
+
+
+def _scheduled_event() -> dict:
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": get_settings().region, "resources": [], "detail": {}}
+
+
 def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bool = True) -> None:
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
@@ -50,7 +63,11 @@ def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bo
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     if announce:
         print("worker polling", queue_url, flush=True)
+    next_poll = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_poll:  # what the schedule does on AWS, every few seconds here
+            _poll_stores(service)
+            next_poll = time.monotonic() + get_settings().poll_seconds
         try:
             messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds,
                                            AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])

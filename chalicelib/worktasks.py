@@ -1,36 +1,112 @@
-"""The tasks queue's record handler, shared by the SQS Lambda and the local worker.
+"""The tasks queue's handler, shared by the SQS Lambda and the local worker.
 
-Each SQS record is one task; powertools' batch processor reports the records that failed, so
-only those come back to the queue (and, after repeated failures, go to its dead-letter queue).
+The queue carries two kinds of message: the service's own tasks (`{"task": ...}`: inspect a
+model, score a deployment's backlog) and S3 upload notifications. Uploads in one batch are
+grouped by deployment and scored together, so a burst becomes a few large model calls rather
+than one per file. Powertools' batch processor reports the messages that failed, so only those
+come back to the queue, and after repeated failures go to its dead-letter queue.
 """
 from __future__ import annotations
+
+from collections import defaultdict
+from urllib.parse import unquote_plus
 
 import orjson
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import tasks
+from chalicelib import subscriptions, tasks
 from chalicelib.log import logger
+from chalicelib.settings import get_settings
 
 _processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def _handle_record(record: SQSRecord) -> None:
-    message = orjson.loads(record.body)
-    task = message.get("task")
-    logger.info("task", extra={"task": task, "message_id": record.message_id})
-    if task == tasks.INSPECT_MODEL:
-        from chalicelib import inspection  # TensorFlow: imported only where tasks run
+class UploadsNotScored(Exception):
+    """Scoring the uploads this message announced failed; the message is retried."""
 
-        inspection.inspect_version(message["model_id"], message["version_id"])
-    elif task == tasks.SCORE_DEPLOYMENT:
-        from chalicelib import runner
 
-        runner.run_deployment(message["instance_id"], message["deployment_id"])
-    else:
-        logger.error("unknown task dropped", extra={"task": task})
+def _uploads(body: dict) -> list[tuple[str, str, str, int]]:
+    """(bucket, key, etag, size) of each ObjectCreated record in an S3 notification."""
+    found = []
+    for record in body.get("Records", []):
+        if record.get("eventSource") != "aws:s3" or not record.get("eventName", "").startswith("ObjectCreated"):
+            continue
+        s3 = record["s3"]
+        found.append((s3["bucket"]["name"], unquote_plus(s3["object"]["key"]), s3["object"].get("eTag", ""),
+                      int(s3["object"].get("size", 0))))
+    return found
+
+
+def _score_uploads(bodies: dict[str, dict]) -> set[str]:
+    """Score every upload announced in the batch; the ids of messages whose uploads failed."""
+    store = get_settings().aws_endpoint or "s3"
+    groups: dict[tuple[str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    senders: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for message_id, body in bodies.items():
+        for bucket, key, etag, size in _uploads(body):
+            for subscriber in subscriptions.subscribers(f"{store}|{bucket}"):
+                deployment = (subscriber["instance_id"], subscriber["deployment_id"])
+                groups[deployment].append((key, etag, size))
+                senders[deployment].add(message_id)
+    if not groups:
+        return set()
+    from chalicelib import runner  # TensorFlow: imported only where uploads are scored
+
+    failed: set[str] = set()
+    for (instance_id, deployment_id), uploads in groups.items():
+        try:
+            runner.score_uploads(instance_id, deployment_id, uploads)
+        except Exception:
+            logger.exception("scoring uploads failed", extra={"deployment_id": deployment_id, "files": len(uploads)})
+            failed |= senders[(instance_id, deployment_id)]
+    return failed
 
 
 def handle_batch(event: dict, context) -> dict:
-    return process_partial_response(event=event, record_handler=_handle_record, processor=_processor,
-                                    context=context)
+    bodies = {record["messageId"]: orjson.loads(record["body"]) for record in event.get("Records", [])}
+    failed_uploads = _score_uploads(bodies)
+
+    def handle(record: SQSRecord) -> None:
+        if record.message_id in failed_uploads:
+            raise UploadsNotScored(record.message_id)
+        message = bodies[record.message_id]
+        task = message.get("task")
+        if task is None:
+            return  # an S3 notification (scored above) or S3's s3:TestEvent
+        logger.info("task", extra={"task": task, "message_id": record.message_id})
+        if task == tasks.INSPECT_MODEL:
+            from chalicelib import inspection
+
+            inspection.inspect_version(message["model_id"], message["version_id"])
+        elif task == tasks.SCORE_DEPLOYMENT:
+            from chalicelib import runner
+
+            runner.run_deployment(message["instance_id"], message["deployment_id"])
+        else:
+            logger.error("unknown task dropped", extra={"task": task})
+
+    return process_partial_response(event=event, record_handler=handle, processor=_processor, context=context)
+
+
+def poll_stores() -> int:
+    """Queue a backlog run for each deployment whose store cannot notify (new files are found
+    by listing; the ledger skips the rest). Runs still going are left alone."""
+    from chalicelib import deployments
+    from chalicelib.clock import now_iso
+
+    lease = get_settings().lease_seconds
+    queued = 0
+    for item in deployments.polled():
+        if item["status"] == deployments.IN_PROGRESS and _age_seconds(item["modified_at"], now_iso()) < lease:
+            continue
+        tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=item["instance_id"], deployment_id=item["deployment_id"])
+        queued += 1
+    return queued
+
+
+def _age_seconds(then: str, now: str) -> float:
+    from datetime import datetime
+
+    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(now) - parse(then)).total_seconds()

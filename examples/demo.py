@@ -6,7 +6,9 @@
 4. put the seed's num_3.json and a few more digits into an input bucket (the local store is
    the moto server, which plays S3 at the same address for users' buckets too);
 5. create the batch deployment with the seed's request body, follow its status to SUCCESS,
-   and print the predictions file.
+   and print the predictions file;
+6. drop one more file into the bucket and print its result as soon as it appears, with the
+   time from upload to result (the bucket notifies the service; nobody polls by hand).
 """
 from __future__ import annotations
 
@@ -136,6 +138,32 @@ def deploy_and_score(http: requests.Session, model_url: str) -> None:
     if final["status"] != "SUCCESS":
         sys.exit(f"The deployment failed: {final['status_details']}")
     show_predictions(f"{bucket}-results", "predictions-")
+    score_one_more(bucket)
+
+
+def score_one_more(bucket: str, timeout: float = 60) -> None:
+    """Upload one more digit and wait for its result: the upload-to-result time."""
+    import digits_model
+
+    console.rule("one more upload")
+    s3 = boto3.client("s3", endpoint_url=store_endpoint(), aws_access_key_id="demo", aws_secret_access_key="demo",
+                      region_name="us-east-1")
+    results = f"{bucket}-results"
+    before = {item["Key"] for item in s3.list_objects_v2(Bucket=results).get("Contents", [])}
+    images, labels = digits_model.digits_as_mnist(10)
+    started = time.monotonic()
+    s3.put_object(Bucket=bucket, Key="late_arrival.json", Body=json.dumps({"inputs": [images[9].tolist()]}).encode())
+    while time.monotonic() - started < timeout:
+        new = [item["Key"] for item in s3.list_objects_v2(Bucket=results).get("Contents", [])
+               if item["Key"] not in before]
+        if new:
+            elapsed = time.monotonic() - started
+            for element in json.loads(s3.get_object(Bucket=results, Key=new[0])["Body"].read()):
+                console.print(json.dumps(element), soft_wrap=True)
+            console.print(f"late_arrival.json (a {labels[9]}) scored {elapsed:.2f} s after its upload")
+            return
+        time.sleep(0.05)
+    sys.exit(f"late_arrival.json was not scored within {timeout:.0f} s; see .run/worker.log.")
 
 
 def main() -> None:
