@@ -20,7 +20,7 @@ from decimal import Decimal
 import obstore
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, instances
+from chalicelib import connections, deployments, engine, events, instances
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
 from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
@@ -104,6 +104,8 @@ class DeploymentRun:
             self._score_group(group)
         if deployments.settle(self.instance_id, self.deployment_id):
             self.summary.status = deployments.SUCCESS
+            events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
+                                                    "scored": self.summary.scored, "failed": self.summary.failed})
 
     def _finish(self) -> None:
         """SUCCESS, with counters taken from the ledger (exact even after crashed runs). Files
@@ -113,8 +115,13 @@ class DeploymentRun:
         status = deployments.IN_PROGRESS if counts["claimed"] else deployments.SUCCESS
         if deployments.set_status(self.instance_id, self.deployment_id, status, counts=exact):
             self.summary.status = status
+            if status == deployments.SUCCESS:
+                events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": status, **exact})
         logger.info("deployment run finished", extra={"deployment_id": self.deployment_id, **exact,
                                                       "this_run_scored": self.summary.scored})
+
+    def _ids(self) -> dict[str, str]:
+        return {"instance_id": self.instance_id, "deployment_id": self.deployment_id}
 
     def _fail(self, reason: str) -> Summary:
         logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
@@ -177,6 +184,10 @@ class DeploymentRun:
         self.summary.records += records
         if records:
             instances.add(self.instance_id, "prediction_count", records)
+        events.publish(events.RESULTS_WRITTEN, {
+            **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
+            "output_keys": sorted({entry.output_key for entry in held}),
+        })
 
     def _predict_and_write(self, held: list[Entry], parsed: dict[str, Batch], by_key: dict[str, Input],
                            token: str, errors_key: str) -> list[Entry]:

@@ -26,6 +26,7 @@ class Settings:
     models_bucket: str
     tasks_queue: str
     dead_letter_queue: str
+    event_bus: str
     signing_key_secret: str
     token_ttl_seconds: int
     max_archive_bytes: int
@@ -67,6 +68,7 @@ def get_settings() -> Settings:
         models_bucket=env("TFBATCH_MODELS_BUCKET", f"{prefix}-models"),
         tasks_queue=env("TFBATCH_TASKS_QUEUE", f"{prefix}-tasks"),
         dead_letter_queue=env("TFBATCH_DEAD_LETTER_QUEUE", f"{prefix}-tasks-dlq"),
+        event_bus=env("TFBATCH_EVENT_BUS", "default"),
         signing_key_secret=env("TFBATCH_SIGNING_KEY_SECRET", f"{prefix}/token-signing-key"),
         token_ttl_seconds=_int("TFBATCH_TOKEN_TTL_SECONDS", 3600),
         max_archive_bytes=_int("TFBATCH_MAX_ARCHIVE_BYTES", 200 * 1024 * 1024),

@@ -227,3 +227,27 @@ def test_model_without_ready_content_cannot_be_deployed(user):
     _buckets(user, "ein", "eout")
     response = user.deploy(model_id, "ein", "eout")
     assert response.status_code == 409 and "without content" in error_of(response)["message"]
+
+
+def test_events_announce_result_files_and_finished_backlogs(user, model_dirs):
+    from chalicelib import aws
+
+    sqs, rules = aws.client("sqs"), aws.client("events")
+    queue = sqs.create_queue(QueueName="automation")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rules.put_rule(Name="tfbatch-events", EventPattern=json.dumps({"source": ["tfbatch"]}))
+    rules.put_targets(Rule="tfbatch-events", Targets=[{"Id": "automation", "Arn": arn}])
+    s3 = _buckets(user, "ev-in", "ev-out")
+    for number in range(3):
+        s3.put_object(Bucket="ev-in", Key=f"e{number}.json", Body=json.dumps({"text": ["x"]}).encode())
+    model_id = user.publish(model_dirs["strings"])
+    deployment_id = body(user.deploy(model_id, "ev-in", "ev-out"))["metadata"]["guid"]
+    runner.run_deployment(user.instance_id, deployment_id)
+    received = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                                                      WaitTimeSeconds=2).get("Messages", [])]
+    kinds = {event["detail-type"]: event["detail"] for event in received}
+    written = kinds["Result files written"]
+    assert written["deployment_id"] == deployment_id and written["scored"] == 3
+    assert written["output_keys"] == sorted(user.outputs("ev-out"))
+    assert kinds["Deployment backlog done"] == {"instance_id": user.instance_id, "deployment_id": deployment_id,
+                                                    "status": "SUCCESS", "scored": 3, "failed": 0, "pending": 0}
