@@ -8,6 +8,7 @@ Counters (scored, failed, pending) are changed only by the ledger's commits.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
@@ -20,6 +21,8 @@ from chalicelib.schemas import NewDeployment, parse
 from chalicelib.settings import get_settings
 
 INITIALIZING, IN_PROGRESS, SUCCESS, FAILED = "INITIALIZING", "DEPLOY_IN_PROGRESS", "SUCCESS", "FAILED"
+# Which path is scoring: the backlog job (lists the bucket, large batches) or upload events.
+BACKLOG, UPLOADS = "backlog", "uploads"
 
 
 def _table():
@@ -168,20 +171,26 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
 
 
 def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
-               counts: dict[str, int] | None = None) -> bool:
-    """Change the status (and set counters) of a deployment that still exists; False when deleted."""
+               fields: dict | None = None, unless_rescan: bool = False) -> bool:
+    """Change the status (and set other fields) of a deployment that still exists; False when it
+    was deleted, or, with `unless_rescan`, when uploads asked the backlog run for another pass."""
     update = "SET #status = :status, modified_at = :now"
     values: dict = {":status": status, ":now": now_iso()}
     if failure is not None:
         update += ", failure = :failure"
         values[":failure"] = failure[:2000]
-    for name, value in (counts or {}).items():
-        update += f", {name} = :{name}"
+    for name, value in (fields or {}).items():
+        update += f", #{name} = :{name}"
         values[f":{name}"] = value
+    condition = "attribute_exists(deployment_id)"
+    if unless_rescan:
+        condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
+        values[":false"] = False
+    names = {"#status": "status", **{f"#{name}": name for name in fields or {}}}
     try:
         _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                             UpdateExpression=update, ConditionExpression="attribute_exists(deployment_id)",
-                             ExpressionAttributeNames={"#status": "status"}, ExpressionAttributeValues=values)
+                             UpdateExpression=update, ConditionExpression=condition,
+                             ExpressionAttributeNames=names, ExpressionAttributeValues=values)
     except ClientError as error:
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
@@ -204,6 +213,25 @@ def settle(instance_id: str, deployment_id: str) -> bool:
                              ConditionExpression="attribute_exists(deployment_id) AND pending <= :zero",
                              ExpressionAttributeNames={"#status": "status"},
                              ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
+def request_rescan(instance_id: str, deployment_id: str, lease_seconds: int) -> bool:
+    """Ask a live backlog run for one more pass over the bucket; False when none is running
+    (then the caller scores the uploads itself)."""
+    fresh = (datetime.now(timezone.utc) - timedelta(seconds=lease_seconds)).isoformat(timespec="milliseconds")
+    try:
+        _table().update_item(
+            Key={"instance_id": instance_id, "deployment_id": deployment_id},
+            UpdateExpression="SET rescan = :true",
+            ConditionExpression="#path = :backlog AND #status = :running AND modified_at > :fresh",
+            ExpressionAttributeNames={"#path": "path", "#status": "status"},
+            ExpressionAttributeValues={":true": True, ":backlog": BACKLOG, ":running": IN_PROGRESS,
+                                       ":fresh": fresh.replace("+00:00", "Z")})
     except ClientError as error:
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise

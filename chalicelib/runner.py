@@ -70,18 +70,18 @@ class DeploymentRun:
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Summary:
         """The whole backlog: every input in the location without a result."""
-        return self._work(self._backlog, counts={"pending": 0})
+        return self._work(self._backlog, fields={"pending": 0, "path": deployments.BACKLOG})
 
     def score(self, uploads: list[Input]) -> Summary:
         """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
-        return self._work(lambda: self._uploads(uploads), counts=None)
+        return self._work(lambda: self._uploads(uploads), fields={"path": deployments.UPLOADS})
 
-    def _work(self, steps, counts: dict | None) -> Summary:
+    def _work(self, steps, fields: dict) -> Summary:
         try:
             self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
         except Exception as error:
             return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
-        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, counts=counts):
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, fields=fields):
             return self.summary
         try:
             steps()
@@ -94,10 +94,15 @@ class DeploymentRun:
         return self.summary
 
     def _backlog(self) -> None:
+        """Pass over the bucket until no upload arrived that asked for another pass."""
         self._adopt_abandoned_claims()
-        for group in _groups(self._listing(), self.settings.files_per_output):
-            self._score_group(group)
-        self._finish()
+        while True:
+            deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
+                                   fields={"rescan": False})
+            for group in _groups(self._listing(), self.settings.files_per_output):
+                self._score_group(group)
+            if self._finish():
+                return
 
     def _uploads(self, uploads: list[Input]) -> None:
         for group in _groups(iter(uploads), self.settings.files_per_output):
@@ -107,16 +112,27 @@ class DeploymentRun:
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
                                                     "scored": self.summary.scored, "failed": self.summary.failed})
 
-    def _finish(self) -> None:
+    def _finish(self) -> bool:
         """SUCCESS, with counters taken from the ledger (exact even after crashed runs). Files
-        still claimed by another live scorer keep it in progress; that scorer finishes it."""
+        still claimed by another live scorer keep it in progress; that scorer finishes it.
+        False when uploads asked for another pass meanwhile."""
         counts = self.ledger.recount()
         exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": counts["claimed"]}
         status = deployments.IN_PROGRESS if counts["claimed"] else deployments.SUCCESS
-        if deployments.set_status(self.instance_id, self.deployment_id, status, counts=exact):
-            self.summary.status = status
-            if status == deployments.SUCCESS:
-                events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": status, **exact})
+        if not deployments.set_status(self.instance_id, self.deployment_id, status,
+                                      fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True):
+            return not self._exists()
+        self.summary.status = status
+        if status == deployments.SUCCESS:
+            events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": status, **exact})
+        return True
+
+    def _exists(self) -> bool:
+        try:
+            deployments.load(self.instance_id, self.deployment_id)
+            return True
+        except NotFound:
+            return False
         logger.info("deployment run finished", extra={"deployment_id": self.deployment_id, **exact,
                                                       "this_run_scored": self.summary.scored})
 

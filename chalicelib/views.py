@@ -154,6 +154,8 @@ def deployment(item: dict, base: str) -> dict:
         "status": item["status"], "total": total, "scored": scored, "failed": failed, "pending": pending,
         "progress": round((scored + failed) / total, 4) if total else (1.0 if item["status"] == "SUCCESS" else 0.0),
     }
+    if item.get("path") and item["status"] == "DEPLOY_IN_PROGRESS":  # which path is working now
+        details["path"] = "backlog job" if item["path"] == "backlog" else "upload events"
     if item.get("failure"):
         details["failures"] = [item["failure"]]
     model = item["model"]

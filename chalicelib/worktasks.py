@@ -2,8 +2,9 @@
 
 The queue carries two kinds of message: the service's own tasks (`{"task": ...}`: inspect a
 model, score a deployment's backlog) and S3 upload notifications. Uploads in one batch are
-grouped by deployment and scored together, so a burst becomes a few large model calls rather
-than one per file. Powertools' batch processor reports the messages that failed, so only those
+grouped by deployment and scored together. In a burst (more than TFBATCH_BACKLOG_THRESHOLD
+messages waiting) a deployment's uploads go to the backlog job instead, which lists the bucket
+and scores in large batches; while it runs, further uploads only ask it for one more pass. Powertools' batch processor reports the messages that failed, so only those
 come back to the queue, and after repeated failures go to its dead-letter queue.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import orjson
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import subscriptions, tasks
+from chalicelib import aws, deployments, subscriptions, tasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
@@ -54,13 +55,27 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     from chalicelib import runner  # TensorFlow: imported only where uploads are scored
 
     failed: set[str] = set()
+    settings = get_settings()
+    burst = _waiting_messages() > settings.backlog_threshold
     for (instance_id, deployment_id), uploads in groups.items():
         try:
+            if deployments.request_rescan(instance_id, deployment_id, settings.lease_seconds):
+                continue  # the running backlog job will list these files
+            if burst and deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS,
+                                                fields={"path": deployments.BACKLOG, "rescan": False}):
+                tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
+                continue
             runner.score_uploads(instance_id, deployment_id, uploads)
         except Exception:
             logger.exception("scoring uploads failed", extra={"deployment_id": deployment_id, "files": len(uploads)})
             failed |= senders[(instance_id, deployment_id)]
     return failed
+
+
+def _waiting_messages() -> int:
+    queue = aws.queue_url(get_settings().tasks_queue)
+    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def handle_batch(event: dict, context) -> dict:
@@ -92,7 +107,6 @@ def handle_batch(event: dict, context) -> dict:
 def poll_stores() -> int:
     """Queue a backlog run for each deployment whose store cannot notify (new files are found
     by listing; the ledger skips the rest). Runs still going are left alone."""
-    from chalicelib import deployments
     from chalicelib.clock import now_iso
 
     lease = get_settings().lease_seconds

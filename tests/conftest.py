@@ -120,7 +120,7 @@ def local_stack(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)
     ports = {"TFBATCH_MOTO_PORT": str(_free_port()), "TFBATCH_API_PORT": str(_free_port())}
-    os.environ.update(ports)
+    os.environ.update(ports, TFBATCH_BACKLOG_THRESHOLD="20")  # small bursts already take the backlog path
     localstack.RUN_DIR = run_dir
     localstack.CREDENTIALS_FILE = run_dir / "credentials.json"
     try:

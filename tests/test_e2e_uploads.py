@@ -85,3 +85,34 @@ def test_a_store_without_notifications_is_polled(local_stack, model_dirs):
     (record,) = _until(lambda: _records(s3, "poll-out", ""), timeout=90)
     assert record["filename"] == "late.json" and record["sum"] == 3.0
     assert not s3.get_bucket_notification_configuration(Bucket="poll-in").get("QueueConfigurations")
+
+
+def test_a_burst_of_uploads_goes_to_the_backlog_job_and_is_scored_once(local_stack, model_dirs):
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    http = stackclient.session(local_stack)
+    model = stackclient.publish(http, local_stack, model_dirs["multi_io"], "burst")
+    s3 = stackclient.store(local_stack)
+    s3.create_bucket(Bucket="burst-in")
+    s3.create_bucket(Bucket="burst-out")
+    store = local_stack["env"]["TFBATCH_AWS_ENDPOINT"]
+    deployment = _deploy(http, model["url"], {"bucket": "burst-in"}, {"bucket": "burst-out"}, store)
+    stackclient.wait(http, deployment["metadata"]["url"], lambda e: e["status"] == "SUCCESS")
+
+    files = 400
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: s3.put_object(Bucket="burst-in", Key=f"b{n:04d}.json",
+                                              Body=b'{"a": [[1, 1, 1]], "b": [%d]}' % n), range(files)))
+    paths = set()
+
+    def done():
+        details = http.get(deployment["metadata"]["url"], timeout=10).json()["entity"]["status_details"]
+        paths.add(details.get("path"))
+        return details["status"] == "SUCCESS" and details["scored"] == files and details
+
+    details = _until(done, timeout=240)
+    assert details["failed"] == 0 and details["pending"] == 0
+    assert "backlog job" in paths, paths
+    counts = Counter(record["filename"] for record in _records(s3, "burst-out", ""))
+    assert len(counts) == files and set(counts.values()) == {1}
