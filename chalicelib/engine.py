@@ -1,12 +1,14 @@
 """The TensorFlow side of scoring: load a model version once per process, run batches on it.
 
 Models are cached by version id (a version's content never changes), so warm Lambda
-invocations and the backlog job reuse the loaded graph. Records from many files are joined
+invocations and the backlog job reuse the loaded graph. Inspection loads a new version through
+the same cache, so a deployment created right after its upload finds the model loaded. Records from many files are joined
 into model calls of up to `batch_size` rows, then split back per file.
 """
 from __future__ import annotations
 
 import functools
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,9 +27,9 @@ _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 class Model:
     """One signature of a loaded SavedModel, callable on NumPy columns."""
 
-    def __init__(self, model_dir: Path, signature_name: str):
-        self._loaded = savedmodel.load(model_dir)  # keeps the variables alive
-        self._function = self._loaded.signatures[signature_name]
+    def __init__(self, loaded, signature_name: str):
+        self._loaded = loaded  # keeps the variables alive
+        self._function = loaded.signatures[signature_name]
         self.compute_seconds = 0.0
 
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -66,9 +68,19 @@ def _joinable(first: Batch, other: Batch) -> bool:
     return all(first.columns[name].shape[1:] == other.columns[name].shape[1:] for name in first.columns)
 
 
-@functools.lru_cache(maxsize=4)
 def load(version_id: str, archive_key: str, signature_name: str) -> Model:
-    """The model version, extracted once into the local cache and loaded once per process."""
+    """One signature of a model version, ready to predict."""
+    return Model(loaded(version_id, archive_key), signature_name)
+
+
+@functools.lru_cache(maxsize=4)
+def loaded(version_id: str, archive_key: str):
+    """The model version, loaded once per process (from the local copy, made once)."""
+    return savedmodel.load(local_copy(version_id, archive_key))
+
+
+def local_copy(version_id: str, archive_key: str) -> Path:
+    """The version's SavedModel directory, downloaded and safely extracted once per machine."""
     target = _CACHE_DIR / version_id
     ready = target / ".complete"
     if not ready.exists():
@@ -85,8 +97,13 @@ def load(version_id: str, archive_key: str, signature_name: str) -> Model:
             scratch.rename(target)
         except OSError:  # another process finished first: use its copy
             pass
-    root = target / (target / ".root").read_text()
-    return Model(root, signature_name)
+    return target / (target / ".root").read_text()
+
+
+def forget(version_id: str) -> None:
+    """Drop every loaded model and this version's local copy (its stored archive changed)."""
+    loaded.cache_clear()
+    shutil.rmtree(_CACHE_DIR / version_id, ignore_errors=True)
 
 
 def _mkdir(path: Path) -> Path:

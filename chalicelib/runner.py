@@ -23,12 +23,13 @@ from obstore.exceptions import BaseError as StoreError
 from chalicelib import connections, deployments, engine, events, instances
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
-from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
+from chalicelib.ledger import CLAIMED, FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 from chalicelib.log import logger
 from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
 WRITE_CHECK_MARK = ".tfbatch-write-check-"
+RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
 
 
 class Fatal(Exception):
@@ -66,6 +67,9 @@ class DeploymentRun:
         self.ledger = Ledger(instance_id, deployment_id, self.item["version_id"])
         self.summary = Summary()
         self.model: engine.Model | None = None
+        # (key, etag) known to be done, so later passes over the bucket skip them without asking
+        # the ledger: a pass then costs a listing plus work on what is new.
+        self.done: set[tuple[str, str]] = set()
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -94,15 +98,18 @@ class DeploymentRun:
         return self.summary
 
     def _backlog(self) -> None:
-        """Pass over the bucket until no upload arrived that asked for another pass."""
+        """Pass over the bucket until no upload arrived that asked for another pass. During a
+        burst, passes are at least RESCAN_PAUSE apart, so each finds a batch of new files."""
         self._adopt_abandoned_claims()
         while True:
+            started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False})
             for group in _groups(self._listing(), self.settings.files_per_output):
                 self._score_group(group)
             if self._finish():
                 return
+            time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
     def _uploads(self, uploads: list[Input]) -> None:
         for group in _groups(iter(uploads), self.settings.files_per_output):
@@ -123,6 +130,7 @@ class DeploymentRun:
                                       fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True):
             return not self._exists()
         self.summary.status = status
+        logger.info("deployment run finished", extra={**self._ids(), **exact, "this_run_scored": self.summary.scored})
         if status == deployments.SUCCESS:
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": status, **exact})
         return True
@@ -133,8 +141,6 @@ class DeploymentRun:
             return True
         except NotFound:
             return False
-        logger.info("deployment run finished", extra={"deployment_id": self.deployment_id, **exact,
-                                                      "this_run_scored": self.summary.scored})
 
     def _ids(self) -> dict[str, str]:
         return {"instance_id": self.instance_id, "deployment_id": self.deployment_id}
@@ -159,8 +165,14 @@ class DeploymentRun:
 
     # -- one group -------------------------------------------------------------------------
     def _score_group(self, group: list[Input]) -> None:
+        group = [item for item in group if (item.key, item.etag) not in self.done]
         known = self.ledger.lookup(item.key for item in group)
-        todo = [item for item in group if self.ledger.needs_work(known.get(item.key), item.etag)]
+        todo = []
+        for item in group:
+            if self.ledger.needs_work(known.get(item.key), item.etag):
+                todo.append(item)
+            elif known[item.key]["status"] != CLAIMED:
+                self.done.add((item.key, item.etag))
         if not todo:
             return
         deployments.add_pending(self.instance_id, self.deployment_id, len(todo))
@@ -193,6 +205,7 @@ class DeploymentRun:
         by_key = {item.key: item for item in todo}
         held = self._predict_and_write(held, parsed, by_key, token, errors_key)
         self.ledger.commit(held, token)
+        self.done.update((entry.key, entry.etag) for entry in held)
         records = sum(entry.records for entry in held if entry.status == SCORED)
         scored = sum(1 for entry in held if entry.status == SCORED)
         self.summary.scored += scored

@@ -40,6 +40,7 @@ class Settings:
     max_input_bytes: int
     lease_seconds: int  # after this, a claim whose scorer went silent is taken over
     poll_seconds: int  # how often the local worker polls stores that cannot notify
+    worker_concurrency: int  # batches the local worker handles at once (Lambda's concurrency)
     backlog_threshold: int  # waiting upload messages beyond which the backlog job takes over
 
 
@@ -83,5 +84,6 @@ def get_settings() -> Settings:
         max_input_bytes=_int("TFBATCH_MAX_INPUT_BYTES", 16 * 1024 * 1024),
         lease_seconds=_int("TFBATCH_LEASE_SECONDS", 120),
         poll_seconds=_int("TFBATCH_POLL_SECONDS", 5),
+        worker_concurrency=_int("TFBATCH_WORKER_CONCURRENCY", 4),
         backlog_threshold=_int("TFBATCH_BACKLOG_THRESHOLD", 200),
     )

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,34 +54,55 @@ def _scheduled_event() -> dict:
 
 
 def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bool = True) -> None:
+    """Receive batches while a handler thread is free; delete what each batch did not fail.
+
+    Several batches run at once, as Lambda runs several invocations, so a long backlog run never
+    holds up the scoring of new uploads. A batch's messages stay invisible until it is done: if
+    the worker dies, they come back after the visibility timeout and are handled again."""
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
     import app as service  # the Chalice app: the same handler functions Lambda calls
 
     stop = stop or threading.Event()
+    settings = get_settings()
     sqs = aws.client("sqs")
-    queue_url = aws.queue_url(get_settings().tasks_queue)
+    queue_url = aws.queue_url(settings.tasks_queue)
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    free = threading.Semaphore(settings.worker_concurrency)
+
+    def handle(messages: list[dict]) -> None:
+        try:
+            event = {"Records": [_lambda_record(message, queue_arn) for message in messages]}
+            result = service.handle_tasks(event, _lambda_context())
+            failed = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        except Exception:
+            logger.exception("a batch failed as a whole; its messages will be delivered again")
+        finally:
+            free.release()
+
     if announce:
         print("worker polling", queue_url, flush=True)
     next_poll = 0.0
-    while not stop.is_set():
-        if time.monotonic() >= next_poll:  # what the schedule does on AWS, every few seconds here
-            _poll_stores(service)
-            next_poll = time.monotonic() + get_settings().poll_seconds
-        try:
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds,
-                                           AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
-        except Exception:
-            logger.exception("receiving from the tasks queue failed; retrying")
-            time.sleep(1)
-            continue
-        if not messages:
-            continue
-        event = {"Records": [_lambda_record(message, queue_arn) for message in messages]}
-        result = service.handle_tasks(event, _lambda_context())
-        failed = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+    with ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="handler") as pool:
+        while not stop.is_set():
+            if time.monotonic() >= next_poll:  # what the schedule does on AWS, every few seconds here
+                _poll_stores(service)
+                next_poll = time.monotonic() + settings.poll_seconds
+            if not free.acquire(timeout=1):
+                continue
+            try:
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=wait_seconds, AttributeNames=["All"],
+                                               MessageAttributeNames=["All"]).get("Messages", [])
+            except Exception:
+                logger.exception("receiving from the tasks queue failed; retrying")
+                messages = []
+                time.sleep(1)
+            if messages:
+                pool.submit(handle, messages)
+            else:
+                free.release()

@@ -20,9 +20,6 @@ from chalicelib import aws, deployments, subscriptions, tasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
-_processor = BatchProcessor(event_type=EventType.SQS)
-
-
 class UploadsNotScored(Exception):
     """Scoring the uploads this message announced failed; the message is retried."""
 
@@ -101,7 +98,9 @@ def handle_batch(event: dict, context) -> dict:
         else:
             logger.error("unknown task dropped", extra={"task": task})
 
-    return process_partial_response(event=event, record_handler=handle, processor=_processor, context=context)
+    # A processor per batch: it holds the batch's outcomes, and the local worker runs batches at once.
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
 
 
 def poll_stores() -> int:

@@ -6,12 +6,12 @@ import io
 import json
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import boto3
 import pytest
-import requests
+
+import stackclient
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -29,24 +29,10 @@ def digits_archive(tmp_path_factory) -> bytes:
     return buffer.getvalue()
 
 
-def _wait(http, url, done, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        entity = http.get(url, timeout=10).json()["entity"]
-        if done(entity):
-            return entity
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not finish: {entity}")
-
-
 def test_seed_batch_walkthrough(local_stack, digits_archive):
     url, instance_id = local_stack["url"], local_stack["instance_id"]
     store = local_stack["env"]["TFBATCH_AWS_ENDPOINT"]
-    token = requests.get(f"{url}/v3/identity/token", auth=(local_stack["username"], local_stack["password"]),
-                         timeout=10).json()["token"]
-    http = requests.Session()
-    http.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                         "X-Spark-Service-Instance": "not-used-here"})
+    http = stackclient.session(local_stack)
 
     instance = http.get(f"{url}/v3/wml_instances/{instance_id}", timeout=10).json()
     models_url = instance["entity"]["published_models"]["url"]
@@ -55,7 +41,7 @@ def test_seed_batch_walkthrough(local_stack, digits_archive):
     model_url = model["metadata"]["url"]
     http.put(f"{model_url}/content", data=digits_archive, headers={"Content-Type": "application/gzip"},
              timeout=60).raise_for_status()
-    assert _wait(http, model_url, lambda e: e["status"] != "inspecting")["status"] == "ready"
+    assert stackclient.wait(http, model_url, lambda e: e["status"] != "inspecting")["status"] == "ready"
 
     sys.path.insert(0, str(EXAMPLES))
     import digits_model
@@ -83,7 +69,7 @@ def test_seed_batch_walkthrough(local_stack, digits_archive):
     deployment = created.json()
     assert deployment["entity"]["status"] == "INITIALIZING"
     assert deployment["entity"]["published_model"]["guid"] == model["metadata"]["guid"]
-    final = _wait(http, deployment["metadata"]["url"], lambda e: e["status"] in ("SUCCESS", "FAILED"))
+    final = stackclient.wait(http, deployment["metadata"]["url"], lambda e: e["status"] in ("SUCCESS", "FAILED"))
     assert final["status_details"] | {"progress": 1.0} == {
         "status": "SUCCESS", "total": len(expected), "scored": len(expected), "failed": 0, "pending": 0,
         "progress": 1.0}

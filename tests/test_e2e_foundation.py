@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-import savedmodels
+import stackclient
 
 pytestmark = pytest.mark.e2e
 TFBATCH = str(Path(sys.executable).parent / "tfbatch")
@@ -19,31 +18,7 @@ TFBATCH = str(Path(sys.executable).parent / "tfbatch")
 
 @pytest.fixture(scope="module")
 def session(local_stack):
-    url = local_stack["url"]
-    token = requests.get(f"{url}/v3/identity/token", auth=(local_stack["username"], local_stack["password"]),
-                         timeout=10).json()["token"]
-    http = requests.Session()
-    http.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                         "Accept": "application/json", "X-Spark-Service-Instance": "ignored"})
-    return url, local_stack["instance_id"], http
-
-
-def _publish(session, directory: Path, name: str, **tar_args) -> dict:
-    url, instance_id, http = session
-    models_url = f"{url}/v3/wml_instances/{instance_id}/published_models"
-    created = http.post(models_url, json={"name": name, "model_type": "tensorflow-2.21"}, timeout=10)
-    assert created.status_code == 201, created.text
-    model_url = created.json()["metadata"]["url"]
-    upload = http.put(f"{model_url}/content", data=savedmodels.tar_gz(directory, **tar_args),
-                      headers={"Content-Type": "application/gzip"}, timeout=30)
-    assert upload.status_code == 202, upload.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        entity = http.get(model_url, timeout=10).json()["entity"]
-        if entity["status"] != "inspecting":
-            return entity
-        time.sleep(0.3)
-    raise AssertionError(f"model {name} was not inspected within 120 s")
+    return local_stack["url"], local_stack["instance_id"], stackclient.session(local_stack)
 
 
 def test_token_with_post_and_wrong_password(local_stack):
@@ -61,12 +36,12 @@ def test_instance_details_over_http(session):
     assert data["entity"]["published_models"]["url"] == f"{url}/v3/wml_instances/{instance_id}/published_models"
 
 
-def test_keras_and_tf1_models_are_published_and_inspected(session, model_dirs):
+def test_keras_and_tf1_models_are_published_and_inspected(session, local_stack, model_dirs):
     url, instance_id, http = session
-    keras = _publish(session, model_dirs["keras"], "keras")
+    keras = stackclient.publish(http, local_stack, model_dirs["keras"], "keras")
     assert keras["status"] == "ready"
     assert "serving_default" in {s["name"] for s in keras["latest_version"]["signatures"]}
-    tf1 = _publish(session, model_dirs["tf1_classify"], "tf1", top=None)
+    tf1 = stackclient.publish(http, local_stack, model_dirs["tf1_classify"], "tf1", top=None)
     assert tf1["status"] == "ready"
     assert tf1["latest_version"]["signatures"][0]["method_name"] == "tensorflow/serving/classify"
     listed = http.get(f"{url}/v3/wml_instances/{instance_id}/published_models?limit=1", timeout=10).json()

@@ -161,7 +161,7 @@ def test_unloadable_model_fails_the_deployment(user, model_dirs):
     archive_key = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=get_settings().models_bucket)["Contents"]
                    if version in o["Key"]][0]
     aws.client("s3").put_object(Bucket=get_settings().models_bucket, Key=archive_key, Body=b"garbage")
-    engine.load.cache_clear()
+    engine.forget(version)
     summary = runner.run_deployment(user.instance_id, created["metadata"]["guid"])
     assert summary.status == "FAILED"
     entity = user.deployment(model_id, created["metadata"]["guid"])["entity"]

@@ -1,0 +1,208 @@
+"""Benchmark: upload-to-result latency on the local stack, cold start, and a burst.
+
+    make up && .venv/bin/python bench/uploads.py [--singles 50] [--burst 2000]
+
+Reports, against limits measured in the same run:
+- p50/p99 latency from a single upload to its result file, with the model warm;
+- cold start: the first scoring of a new model version (deployment created with one file,
+  until its result exists) against a plain `tf.saved_model.load` plus one call, here;
+- a burst of uploads: time until all are scored, files/s, and that each has exactly one record.
+Writes bench/results/uploads-<time>.json. Not a test: nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Stack:
+    def __init__(self):
+        creds = json.loads((ROOT / "local-credentials.json").read_text())
+        self.url, self.instance_id = creds["url"], creds["instance_id"]
+        token = requests.get(f"{self.url}/v3/identity/token", auth=(creds["username"], creds["password"]),
+                             timeout=10).json()["token"]
+        self.http = requests.Session()
+        self.http.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        self.store = f"http://127.0.0.1:{os.environ.get('TFBATCH_MOTO_PORT', '5000')}"
+        self.s3 = boto3.client("s3", endpoint_url=self.store, aws_access_key_id="bench",
+                               aws_secret_access_key="bench", region_name="us-east-1")
+
+    def publish(self, archive: bytes) -> str:
+        model = self.http.post(f"{self.url}/v3/wml_instances/{self.instance_id}/published_models", timeout=10,
+                               json={"name": "bench-digits", "model_type": "tensorflow-2.21"}).json()
+        return self.upload(model["metadata"]["url"], archive)
+
+    def upload(self, model_url: str, archive: bytes) -> str:
+        self.http.put(f"{model_url}/content", data=archive, headers={"Content-Type": "application/gzip"},
+                      timeout=60).raise_for_status()
+        while self.http.get(model_url, timeout=10).json()["entity"]["status"] == "inspecting":
+            time.sleep(0.2)
+        return model_url
+
+    def deploy(self, model_url: str, bucket: str) -> dict:
+        keys = {"access_key": "bench", "secret_key": "bench", "url": self.store}
+        response = self.http.post(f"{model_url}/deployments", timeout=60, json={
+            "name": "bench", "type": "batch",
+            "input": {"type": "s3", "source": {"bucket": bucket}, "connection": keys},
+            "output": {"type": "s3", "target": {"bucket": f"{bucket}-out"}, "connection": keys}})
+        response.raise_for_status()
+        return response.json()
+
+    def buckets(self, name: str) -> None:
+        for bucket in (name, f"{name}-out"):
+            self.s3.create_bucket(Bucket=bucket)
+
+    def outputs(self, bucket: str) -> list[str]:
+        keys, token = [], None
+        while True:
+            page = self.s3.list_objects_v2(Bucket=bucket, **({"ContinuationToken": token} if token else {}))
+            keys += [item["Key"] for item in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return keys
+
+    def wait_for_new_output(self, bucket: str, known: int, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.s3.list_objects_v2(Bucket=bucket)["KeyCount"] > known:
+                return time.monotonic()
+            time.sleep(0.01)
+        raise TimeoutError(f"no new output in {bucket} within {timeout} s")
+
+    def status(self, deployment: dict) -> dict:
+        return self.http.get(deployment["metadata"]["url"], timeout=10).json()["entity"]["status_details"]
+
+
+def digits_archive(directory: str) -> bytes:
+    import digits_model
+
+    digits_model.export(directory)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname="digits")
+    return buffer.getvalue()
+
+
+def sample(number: int) -> bytes:
+    import digits_model
+
+    images, _ = digits_model.digits_as_mnist(50)
+    return json.dumps({"inputs": [images[number % 50].tolist()]}).encode()
+
+
+PLAIN = """
+import sys, time
+import numpy as np, tensorflow as tf
+tf.constant(1.0)  # TensorFlow imported and initialised before timing, as in the worker
+started = time.perf_counter()
+model = tf.saved_model.load(sys.argv[1])
+model.signatures["serving_default"](inputs=tf.constant(np.zeros((1, 784), np.float32)))
+print(time.perf_counter() - started)
+"""
+
+
+def plain_load_and_call(directory: str) -> float:
+    """A plain load plus one call, in a fresh process as a user's script would do it."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", PLAIN, directory], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=2000)
+    args = parser.parse_args()
+    stack = Stack()
+    run = f"b{int(time.time())}"
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = f"{scratch}/digits"
+        archive = digits_archive(directory)
+        plain = plain_load_and_call(directory)
+    report: dict = {"run": run, "plain_load_and_call_s": round(plain, 4)}
+
+    model_url = stack.publish(archive)
+    # Cold start: a new version's first scoring, from creating its deployment to the result.
+    model_url = stack.upload(model_url, archive)
+    stack.buckets(f"{run}-cold")
+    stack.s3.put_object(Bucket=f"{run}-cold", Key="first.json", Body=sample(0))
+    started = time.monotonic()
+    stack.deploy(model_url, f"{run}-cold")
+    cold = stack.wait_for_new_output(f"{run}-cold-out", 0) - started
+    report["cold_start_s"] = round(cold, 4)
+    report["cold_start_vs_plain_load"] = round(cold / plain, 2)
+
+    # Single uploads, one at a time, with the model warm.
+    stack.buckets(f"{run}-single")
+    deployment = stack.deploy(model_url, f"{run}-single")
+    while stack.status(deployment)["status"] != "SUCCESS":
+        time.sleep(0.1)
+    latencies = []
+    for number in range(args.singles):
+        known = len(stack.outputs(f"{run}-single-out"))
+        started = time.monotonic()
+        stack.s3.put_object(Bucket=f"{run}-single", Key=f"one-{number}.json", Body=sample(number))
+        latencies.append(stack.wait_for_new_output(f"{run}-single-out", known) - started)
+    report["single_upload_p50_s"] = round(percentile(latencies, 50), 4)
+    report["single_upload_p99_s"] = round(percentile(latencies, 99), 4)
+    report["single_upload_mean_s"] = round(statistics.mean(latencies), 4)
+
+    # A burst: all uploads at once, until every one is scored.
+    stack.buckets(f"{run}-burst")
+    deployment = stack.deploy(model_url, f"{run}-burst")
+    while stack.status(deployment)["status"] != "SUCCESS":
+        time.sleep(0.1)
+    bodies = [sample(number) for number in range(50)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: stack.s3.put_object(Bucket=f"{run}-burst", Key=f"burst-{n:05d}.json",
+                                                    Body=bodies[n % 50]), range(args.burst)))
+    uploaded = time.monotonic() - started
+    paths = Counter()
+    while True:
+        details = stack.status(deployment)
+        paths[details.get("path", "-")] += 1
+        if details["status"] == "SUCCESS" and details["scored"] + details["failed"] >= args.burst:
+            break
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    records = Counter()
+    for key in stack.outputs(f"{run}-burst-out"):
+        body = stack.s3.get_object(Bucket=f"{run}-burst-out", Key=key)["Body"].read()
+        records.update(item["filename"] for item in json.loads(body))
+    report.update({
+        "burst_files": args.burst, "burst_upload_s": round(uploaded, 2), "burst_all_scored_s": round(elapsed, 2),
+        "burst_files_per_s": round(args.burst / elapsed, 1), "burst_paths_seen": dict(paths),
+        "burst_exactly_once": len(records) == args.burst and set(records.values()) == {1},
+    })
+    out = ROOT / "bench" / "results" / f"uploads-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"report: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
