@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from chalicelib.settings import get_settings
 
@@ -36,6 +37,17 @@ def table(name: str) -> Any:
 @functools.cache
 def queue_url(name: str) -> str:
     return client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def conditionally(write, **request) -> bool:
+    """Run a conditional DynamoDB write; False when its condition did not hold."""
+    try:
+        write(**request)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
 
 
 def reset() -> None:

@@ -154,13 +154,9 @@ def list_page(call: Call, instance_id: str, model_id: str | None = None) -> dict
 def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:
     """Stop scoring (runs see the item gone), drop the keys; outputs and the ledger stay."""
     item = load(instance_id, deployment_id, model_id)
-    try:
-        _table().delete_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                             ConditionExpression="attribute_exists(deployment_id)")
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        raise NotFound(f"Deployment {deployment_id} does not exist.") from None
+    if not aws.conditionally(_table().delete_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             ConditionExpression="attribute_exists(deployment_id)"):
+        raise NotFound(f"Deployment {deployment_id} does not exist.")
     subscriptions.unsubscribe(item, connections.load_keys(deployment_id)["input"])
     connections.delete_keys(deployment_id)
     instances.add(instance_id, "deployment_count", -1)
@@ -187,15 +183,9 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
         condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
         values[":false"] = False
     names = {"#status": "status", **{f"#{name}": name for name in fields or {}}}
-    try:
-        _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+    return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression=condition,
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
 
 
 def add_pending(instance_id: str, deployment_id: str, count: int) -> None:
@@ -207,36 +197,25 @@ def add_pending(instance_id: str, deployment_id: str, count: int) -> None:
 
 def settle(instance_id: str, deployment_id: str) -> bool:
     """SUCCESS once nothing is pending (after uploads were scored); False while work remains."""
-    try:
-        _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+    return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression="SET #status = :success, modified_at = :now",
                              ConditionExpression="attribute_exists(deployment_id) AND pending <= :zero",
                              ExpressionAttributeNames={"#status": "status"},
                              ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
 
 
 def request_rescan(instance_id: str, deployment_id: str, lease_seconds: int) -> bool:
     """Ask a live backlog run for one more pass over the bucket; False when none is running
     (then the caller scores the uploads itself)."""
     fresh = (datetime.now(timezone.utc) - timedelta(seconds=lease_seconds)).isoformat(timespec="milliseconds")
-    try:
-        _table().update_item(
-            Key={"instance_id": instance_id, "deployment_id": deployment_id},
-            UpdateExpression="SET rescan = :true",
-            ConditionExpression="#path = :backlog AND #status = :running AND modified_at > :fresh",
-            ExpressionAttributeNames={"#path": "path", "#status": "status"},
-            ExpressionAttributeValues={":true": True, ":backlog": BACKLOG, ":running": IN_PROGRESS,
-                                       ":fresh": fresh.replace("+00:00", "Z")})
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
+    return aws.conditionally(
+        _table().update_item,
+        Key={"instance_id": instance_id, "deployment_id": deployment_id},
+        UpdateExpression="SET rescan = :true",
+        ConditionExpression="#path = :backlog AND #status = :running AND modified_at > :fresh",
+        ExpressionAttributeNames={"#path": "path", "#status": "status"},
+        ExpressionAttributeValues={":true": True, ":backlog": BACKLOG, ":running": IN_PROGRESS,
+                                   ":fresh": fresh.replace("+00:00", "Z")})
 
 
 def polled() -> list[dict]:

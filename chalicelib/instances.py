@@ -9,8 +9,6 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from botocore.exceptions import ClientError
-
 from chalicelib import aws, passwords
 from chalicelib.clock import now_iso
 from chalicelib.errors import LimitExceeded, NotFound, Unauthorized
@@ -79,20 +77,17 @@ def add(instance_id: str, counter: str, amount: int | float, *, limit: int | Non
     if limit is not None:
         condition += f" AND {counter} < :limit"
         values[":limit"] = limit
-    try:
-        aws.table(get_settings().instances_table).update_item(
-            Key={"instance_id": instance_id},
-            UpdateExpression=f"ADD {counter} :amount SET modified_at = :now",
-            ConditionExpression=condition,
-            ExpressionAttributeValues={**values, ":now": now_iso()},
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        if limit is None:
-            raise NotFound(f"Instance {instance_id} does not exist.") from None
-        raise LimitExceeded(
-            f"This instance has reached its limit of {limit} for {counter}. "
-            "Delete some before creating more.",
-            target={"type": "usage", "name": counter},
-        ) from None
+    if aws.conditionally(
+        aws.table(get_settings().instances_table).update_item,
+        Key={"instance_id": instance_id},
+        UpdateExpression=f"ADD {counter} :amount SET modified_at = :now",
+        ConditionExpression=condition,
+        ExpressionAttributeValues={**values, ":now": now_iso()},
+    ):
+        return
+    if limit is None:
+        raise NotFound(f"Instance {instance_id} does not exist.")
+    raise LimitExceeded(
+        f"This instance has reached its limit of {limit} for {counter}. Delete some before creating more.",
+        target={"type": "usage", "name": counter},
+    )

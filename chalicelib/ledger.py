@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
 
 from chalicelib import aws
 from chalicelib.settings import get_settings
@@ -123,27 +122,22 @@ class Ledger:
 
     def _claim_one(self, entry: Entry, token: str) -> bool:
         now = time.time()
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=_item({"deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-                            "model_version": self.model_version, "status": CLAIMED, "claim_token": token,
-                            "claimed_at": Decimal(str(round(now, 3))), **self._outcome(entry)}),
-                ConditionExpression=(
-                    "attribute_not_exists(input_key)"
-                    " OR (#status = :claimed AND claimed_at < :expired)"
-                    " OR (#status <> :claimed AND (etag <> :etag OR model_version <> :version))"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_item({
-                    ":claimed": CLAIMED, ":expired": Decimal(str(round(now - self.lease_seconds, 3))),
-                    ":etag": entry.etag, ":version": self.model_version}),
-            )
-            return True
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        return aws.conditionally(
+            self._client.put_item,
+            TableName=self._table,
+            Item=_item({"deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+                        "model_version": self.model_version, "status": CLAIMED, "claim_token": token,
+                        "claimed_at": Decimal(str(round(now, 3))), **self._outcome(entry)}),
+            ConditionExpression=(
+                "attribute_not_exists(input_key)"
+                " OR (#status = :claimed AND claimed_at < :expired)"
+                " OR (#status <> :claimed AND (etag <> :etag OR model_version <> :version))"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_item({
+                ":claimed": CLAIMED, ":expired": Decimal(str(round(now - self.lease_seconds, 3))),
+                ":etag": entry.etag, ":version": self.model_version}),
+        )
 
     def claim(self, entries: list[Entry], token: str) -> list[Entry]:
         """Claim what can be claimed; returns the entries now held with `token`."""
@@ -180,18 +174,15 @@ class Ledger:
         self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
     def _add_counts(self, **counts: int) -> None:
-        try:
-            self._client.update_item(
-                TableName=self._deployments,
-                Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
-                UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counts),
-                ConditionExpression="attribute_exists(deployment_id)",
-                ExpressionAttributeValues=_item({f":{name}": value for name, value in counts.items()}),
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise DeploymentDeleted(self.deployment_id) from None
-            raise
+        if not aws.conditionally(
+            self._client.update_item,
+            TableName=self._deployments,
+            Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
+            UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counts),
+            ConditionExpression="attribute_exists(deployment_id)",
+            ExpressionAttributeValues=_item({f":{name}": value for name, value in counts.items()}),
+        ):
+            raise DeploymentDeleted(self.deployment_id)
 
     # -- reading the whole partition -------------------------------------------------------
     def claims(self) -> Iterator[dict]:

@@ -11,7 +11,6 @@ import io
 import uuid
 
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
 
 from chalicelib import archives, aws, instances, tasks, views
 from chalicelib.clock import now_iso
@@ -84,17 +83,14 @@ def list_page(call: Call, instance_id: str) -> dict:
 
 def delete(call: Call, instance_id: str, model_id: str) -> None:
     load(instance_id, model_id)
-    try:
-        _models().delete_item(
-            Key={"instance_id": instance_id, "model_id": model_id},
-            ConditionExpression="attribute_exists(model_id) AND deployment_count = :zero",
-            ExpressionAttributeValues={":zero": 0},
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    if not aws.conditionally(
+        _models().delete_item,
+        Key={"instance_id": instance_id, "model_id": model_id},
+        ConditionExpression="attribute_exists(model_id) AND deployment_count = :zero",
+        ExpressionAttributeValues={":zero": 0},
+    ):
         raise Conflict(f"Published model {model_id} is used by deployments; delete them first.",
-                       target={"type": "published_model", "id": model_id}) from None
+                       target={"type": "published_model", "id": model_id})
     instances.add(instance_id, "model_count", -1)
     _delete_versions(model_id)
 
@@ -171,13 +167,11 @@ def record_inspection(model_id: str, version_id: str, *, status: str, details: d
     if signatures is not None:
         version["signatures"] = signatures
     _versions().put_item(Item=version)
-    try:
-        _models().update_item(
-            Key={"instance_id": version["instance_id"], "model_id": model_id},
-            UpdateExpression="SET latest_version = :version, modified_at = :now",
-            ConditionExpression="latest_version.version_id = :id",
-            ExpressionAttributeValues={":version": version, ":id": version_id, ":now": now_iso()},
-        )
-    except ClientError as error:  # a newer upload or a deletion came first: the version item is enough
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    # Only while it is still the latest: after a newer upload or a deletion the version item is enough.
+    aws.conditionally(
+        _models().update_item,
+        Key={"instance_id": version["instance_id"], "model_id": model_id},
+        UpdateExpression="SET latest_version = :version, modified_at = :now",
+        ConditionExpression="latest_version.version_id = :id",
+        ExpressionAttributeValues={":version": version, ":id": version_id, ":now": now_iso()},
+    )
