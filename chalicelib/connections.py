@@ -6,8 +6,11 @@ path opens the same store with obstore, which costs a third of boto3's CPU per r
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import orjson
@@ -23,6 +26,25 @@ _CHECK_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempt
 
 def endpoint(url: str) -> str | None:
     return url.rstrip("/") or None
+
+
+def check_endpoint(side: str, url: str) -> None:
+    """Refuse endpoints inside the service's own network (metadata service, loopback, private
+    ranges): the service would call them with its own network position. The exceptions are the
+    service's own store endpoint and the local stack, whose stores are on loopback."""
+    settings = get_settings()
+    host = urlsplit(url).hostname if url else None
+    if host is None or settings.stage == "local" or endpoint(url) == settings.aws_endpoint:
+        return
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        raise BadRequest(f"The {side} connection url's host '{host}' does not resolve.",
+                         code=f"{side}_connection_failed", target={"type": "field", "name": side}) from None
+    if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
+        raise BadRequest(f"The {side} connection url points into a private network ({host}); "
+                         "give the store's public endpoint.", code=f"{side}_connection_failed",
+                         target={"type": "field", "name": side})
 
 
 def s3_client(location: dict, keys: dict) -> Any:
@@ -46,6 +68,7 @@ def _refusal(side: str, action: str, location: dict, error: Exception) -> BadReq
 
 
 def check_input(location: dict, keys: dict) -> None:
+    check_endpoint("input", location["url"])
     try:
         s3_client(location, keys).list_objects_v2(Bucket=location["bucket"], Prefix=location["prefix"], MaxKeys=1)
     except (ClientError, BotoCoreError) as error:
@@ -53,6 +76,7 @@ def check_input(location: dict, keys: dict) -> None:
 
 
 def check_output(location: dict, keys: dict) -> None:
+    check_endpoint("output", location["url"])
     probe = f"{location['prefix']}.tfbatch-write-check-{uuid.uuid4().hex}"
     client = s3_client(location, keys)
     try:

@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
 
 from chalicelib import aws, connections, instances, models, subscriptions, tasks, views
 from chalicelib.clock import now_iso
@@ -106,15 +105,14 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
         "status": INITIALIZING, "scored": 0, "failed": 0, "pending": 0,
         "created_at": now, "modified_at": now,
     }
-    try:
-        aws.table(get_settings().models_table).update_item(
+    if not aws.conditionally(  # the model was deleted meanwhile: undo, and say so
+            aws.table(get_settings().models_table).update_item,
             Key={"instance_id": instance_id, "model_id": model_id},
             UpdateExpression="ADD deployment_count :one", ConditionExpression="attribute_exists(model_id)",
-            ExpressionAttributeValues={":one": 1})
-    except ClientError:
+            ExpressionAttributeValues={":one": 1}):
         connections.delete_keys(deployment_id)
         instances.add(instance_id, "deployment_count", -1)
-        raise
+        raise NotFound(f"Published model {model_id} was deleted.", target={"type": "published_model", "id": model_id})
     _table().put_item(Item=item)
     # Subscribe before the first run lists the bucket, so no upload falls between the two;
     # a file seen both ways is scored once (the ledger).

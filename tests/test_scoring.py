@@ -251,3 +251,13 @@ def test_events_announce_result_files_and_finished_backlogs(user, model_dirs):
     assert written["output_keys"] == sorted(user.outputs("ev-out"))
     assert kinds["Deployment backlog done"] == {"instance_id": user.instance_id, "deployment_id": deployment_id,
                                                     "status": "SUCCESS", "scored": 3, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254", "http://127.0.0.1:9000", "http://10.0.0.8"])
+def test_endpoints_inside_the_service_network_are_refused(user, model_dirs, url):
+    """Outside the local stack, a connection url may not point at the service's own network."""
+    model_id = user.publish(model_dirs["multi_io"])
+    user.store_url = url
+    response = user.deploy(model_id, "any-in", "any-out")
+    assert response.status_code == 400
+    assert "private network" in error_of(response)["message"] and error_of(response)["target"]["name"] == "input"
