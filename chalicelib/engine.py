@@ -75,8 +75,24 @@ def load(version_id: str, archive_key: str, signature_name: str) -> Model:
 
 @functools.lru_cache(maxsize=4)
 def loaded(version_id: str, archive_key: str):
-    """The model version, loaded once per process (from the local copy, made once)."""
-    return savedmodel.load(local_copy(version_id, archive_key))
+    """The model version, loaded once per process (from the local copy, made once), with each
+    signature called once so its first real batch does not pay for building the call."""
+    model = savedmodel.load(local_copy(version_id, archive_key))
+    for function in model.signatures.values():
+        _warm_up(function)
+    return model
+
+
+def _warm_up(function) -> None:
+    """One call on a record of zeros (empty strings); a model that refuses it just stays cold."""
+    inputs = {}
+    for name, spec in function.structured_input_signature[1].items():
+        shape = [1 if dim is None else dim for dim in (spec.shape.as_list() if spec.shape.rank is not None else [1])]
+        inputs[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+    try:
+        function(**inputs)
+    except Exception:  # noqa: BLE001 - a warm-up is only an optimisation
+        pass
 
 
 def local_copy(version_id: str, archive_key: str) -> Path:
