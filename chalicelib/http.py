@@ -127,7 +127,9 @@ class V3Api:
         request = self._app.current_request
         context = getattr(self._app, "lambda_context", None)
         trace = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
-        logger.append_keys(request_id=trace, method=request.method, route=request.context.get("resourcePath"))
+        # Per thread: chalice local serves requests on threads (Lambda runs one at a time).
+        logger.thread_safe_append_keys(request_id=trace, method=request.method,
+                                       route=request.context.get("resourcePath"))
         started = time.perf_counter()
         call = Call(request=request, trace=trace)
         try:
@@ -148,5 +150,5 @@ class V3Api:
             }]})
         logger.info("request", extra={"status": response.status_code,
                                       "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
-        logger.remove_keys(["request_id", "method", "route"])
+        logger.thread_safe_remove_keys(["request_id", "method", "route"])
         return response

@@ -41,9 +41,12 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     store = get_settings().aws_endpoint or "s3"
     groups: dict[tuple[str, str], list[tuple[str, str, int]]] = defaultdict(list)
     senders: dict[tuple[str, str], set[str]] = defaultdict(set)
+    subscribers: dict[str, list[dict]] = {}  # a burst names the same bucket in every message
     for message_id, body in bodies.items():
         for bucket, key, etag, size in _uploads(body):
-            for subscriber in subscriptions.subscribers(f"{store}|{bucket}"):
+            if bucket not in subscribers:
+                subscribers[bucket] = subscriptions.subscribers(f"{store}|{bucket}")
+            for subscriber in subscribers[bucket]:
                 deployment = (subscriber["instance_id"], subscriber["deployment_id"])
                 groups[deployment].append((key, etag, size))
                 senders[deployment].add(message_id)
