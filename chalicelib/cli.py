@@ -67,6 +67,54 @@ def job_run(
         raise typer.Exit(1)
 
 
+@app.command()
+def score(
+    model: str = typer.Option(..., help="A SavedModel directory."),
+    input_: str = typer.Option(..., "--input", help="A folder, or s3://bucket/prefix."),
+    output: str = typer.Option(..., help="A folder, or s3://bucket/prefix."),
+    signature: str = typer.Option(None, help="The signature to serve (default: serving_default, or the only one)."),
+) -> None:
+    """Score every JSON file of a folder or bucket with a SavedModel, without any service."""
+    import sys
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from chalicelib import localscore
+
+    total = localscore.count_inputs(input_, output)
+    if sys.stdout.isatty():
+        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                      TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("files", total=total, rate="")
+
+            def show(done):
+                rate = done.records / max(time.monotonic() - done.started, 1e-9)
+                bar.update(task, completed=done.files, rate=f"{rate:,.0f} records/s")
+
+            result = _scored(lambda: localscore.score(model, input_, output, signature_name=signature,
+                                                      on_progress=show))
+    else:
+        def log(done):
+            rate = done.records / max(time.monotonic() - done.started, 1e-9)
+            print(f"{done.files}/{total} files, {done.failed} failed, {rate:.0f} records/s", flush=True)
+
+        result = _scored(lambda: localscore.score(model, input_, output, signature_name=signature, on_progress=log))
+    console.print(f"scored {result.files - result.failed} files ({result.records} records), {result.failed} failed; "
+                  f"results in {output}")
+
+
+def _scored(run):
+    """Run a scoring call; a refusal (e.g. an ambiguous signature) is one clear line, exit 1."""
+    from chalicelib.errors import ApiError
+
+    try:
+        return run()
+    except ApiError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(1) from None
+
+
 @admin.command("create-instance")
 def create_instance(
     name: str,

@@ -9,7 +9,6 @@ cannot be listed, or the output cannot be written.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import defaultdict
@@ -20,11 +19,12 @@ from decimal import Decimal
 import obstore
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, events, instances
+from chalicelib import connections, deployments, engine, events, instances, pipeline
 from chalicelib.errors import NotFound
-from chalicelib.formats import Batch, InputError, TensorSpec, parse
+from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import CLAIMED, FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 from chalicelib.log import logger
+from chalicelib.pipeline import Input
 from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
@@ -34,14 +34,6 @@ RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep 
 
 class Fatal(Exception):
     """Nothing can be scored; the message is the deployment's failure reason."""
-
-
-@dataclass(frozen=True)
-class Input:
-    key: str
-    etag: str
-    size: int
-    filename: str  # the key relative to the input prefix, as the seed's "filename"
 
 
 @dataclass
@@ -105,14 +97,14 @@ class DeploymentRun:
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False})
-            for group in _groups(self._listing(), self.settings.files_per_output):
+            for group in pipeline.groups(self._listing(), self.settings.files_per_output):
                 self._score_group(group)
             if self._finish():
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
     def _uploads(self, uploads: list[Input]) -> None:
-        for group in _groups(iter(uploads), self.settings.files_per_output):
+        for group in pipeline.groups(uploads, self.settings.files_per_output):
             self._score_group(group)
         if deployments.settle(self.instance_id, self.deployment_id):
             self.summary.status = deployments.SUCCESS
@@ -183,13 +175,13 @@ class DeploymentRun:
 
         parsed: dict[str, Batch] = {}
         live: list[Entry] = []
-        for item, content in zip(todo, self._fetch(todo)):
+        contents = pipeline.fetch(self.inputs_store, todo, max_bytes=self.settings.max_input_bytes,
+                                  concurrency=self.settings.fetch_concurrency)
+        for item, content in zip(todo, contents):
             if content is None:  # deleted since it was listed: no longer an input
                 continue
             try:
-                if isinstance(content, InputError):
-                    raise content
-                batch = parse(content, self.specs, self.signature_name, jsonl=item.key.endswith(".jsonl"))
+                batch = pipeline.parse_input(item, content, self.specs, self.signature_name)
             except InputError as error:
                 live.append(Entry(item.key, item.etag, errors_key, FAILED, 0, error.code, str(error)))
                 continue
@@ -241,21 +233,10 @@ class DeploymentRun:
         return held
 
     def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str]]:
-        """Outputs per file; a failing joined call is retried file by file to isolate the bad one."""
         if not batches:
             return [], {}
         started = time.perf_counter()
-        try:
-            outputs = self.model.predict_files(batches, self.settings.batch_size)
-            errors: dict[int, str] = {}
-        except Exception:
-            outputs, errors = [], {}
-            for index, batch in enumerate(batches):
-                try:
-                    outputs += self.model.predict_files([batch], self.settings.batch_size)
-                except Exception as error:
-                    outputs.append({})
-                    errors[index] = f"the model refused this input: {type(error).__name__}: {str(error)[:500]}"
+        outputs, errors = pipeline.predict(self.model, batches, self.settings.batch_size)
         seconds = time.perf_counter() - started
         instances.add(self.instance_id, "computation_time", Decimal(str(round(seconds, 3))))
         return outputs, errors
@@ -265,26 +246,6 @@ class DeploymentRun:
             obstore.put(self.outputs_store, key, dumps(items))
         except (StoreError, OSError) as error:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
-
-    def _fetch(self, todo: list[Input]) -> list[bytes | InputError | None]:
-        limit = self.settings.max_input_bytes
-
-        async def one(item: Input, gate: asyncio.Semaphore):
-            if item.size > limit:
-                return InputError(f"the file is {item.size} bytes; the limit is {limit} "
-                                  "(TFBATCH_MAX_INPUT_BYTES). Split it, e.g. into .jsonl parts.", "file_too_large")
-            async with gate:
-                try:
-                    result = await obstore.get_async(self.inputs_store, item.key)
-                    return bytes(await result.bytes_async())
-                except FileNotFoundError:
-                    return None
-
-        async def every():
-            gate = asyncio.Semaphore(self.settings.fetch_concurrency)
-            return await asyncio.gather(*(one(item, gate) for item in todo))
-
-        return asyncio.run(every())
 
     # -- recovery --------------------------------------------------------------------------
     def _adopt_abandoned_claims(self) -> None:
@@ -316,17 +277,6 @@ def _by_token(claims: list[dict]) -> dict[str, list[dict]]:
     for claim in claims:
         grouped[claim["claim_token"]].append(claim)
     return grouped
-
-
-def _groups(items: Iterator[Input], size: int) -> Iterator[list[Input]]:
-    group: list[Input] = []
-    for item in items:
-        group.append(item)
-        if len(group) >= size:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def normal_etag(etag: str | None) -> str:
