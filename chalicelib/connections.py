@@ -6,6 +6,7 @@ path opens the same store with obstore, which costs a third of boto3's CPU per r
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import uuid
@@ -49,11 +50,16 @@ def check_endpoint(side: str, url: str) -> None:
 
 def s3_client(location: dict, keys: dict) -> Any:
     """boto3 on the user's store with the user's keys (control plane: checks, notifications)."""
-    return boto3.client(
-        "s3", endpoint_url=endpoint(location.get("url", "")), aws_access_key_id=keys["access_key"],
-        aws_secret_access_key=keys["secret_key"], region_name=location.get("region") or get_settings().region,
-        config=_CHECK_CONFIG,
-    )
+    return _s3_client(endpoint(location.get("url", "")), location.get("region") or get_settings().region,
+                      keys["access_key"], keys["secret_key"])
+
+
+@functools.lru_cache(maxsize=32)
+def _s3_client(url: str | None, region: str, access_key: str, secret_key: str) -> Any:
+    """Cached: building a boto3 client costs tens of milliseconds, and one deployment's creation
+    uses the input's client twice (check, subscription). The keys stay in this process only."""
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                        region_name=region, config=_CHECK_CONFIG)
 
 
 def _refusal(side: str, action: str, location: dict, error: Exception) -> BadRequest:

@@ -29,12 +29,13 @@ _fake_aws_environment()
 
 
 def _reset_caches() -> None:
-    from chalicelib import aws, tokens
+    from chalicelib import aws, connections, tokens
     from chalicelib.settings import get_settings
 
     get_settings.cache_clear()
     aws.reset()
     tokens._signing_key.cache_clear()
+    connections._s3_client.cache_clear()  # clients made under one moto must not outlive it
 
 
 @pytest.fixture
