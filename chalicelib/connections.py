@@ -22,6 +22,7 @@ from chalicelib import aws
 from chalicelib.errors import BadRequest
 from chalicelib.settings import get_settings
 
+WRITE_CHECK_MARK = ".tfbatch-write-check-"  # the probe object's name; never an input
 _CHECK_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
 
 
@@ -83,7 +84,7 @@ def check_input(location: dict, keys: dict) -> None:
 
 def check_output(location: dict, keys: dict) -> None:
     check_endpoint("output", location["url"])
-    probe = f"{location['prefix']}.tfbatch-write-check-{uuid.uuid4().hex}"
+    probe = f"{location['prefix']}{WRITE_CHECK_MARK}{uuid.uuid4().hex}"
     client = s3_client(location, keys)
     try:
         client.put_object(Bucket=location["bucket"], Key=probe, Body=b"")

@@ -28,7 +28,6 @@ from chalicelib.pipeline import Input
 from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
-WRITE_CHECK_MARK = ".tfbatch-write-check-"
 RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
 
 
@@ -286,7 +285,7 @@ def normal_etag(etag: str | None) -> str:
 
 def is_input(location: dict, output: dict, key: str) -> bool:
     """Whether a key in the input bucket is one of the deployment's inputs."""
-    if not key.startswith(location["prefix"]) or key.endswith("/") or WRITE_CHECK_MARK in key:
+    if not key.startswith(location["prefix"]) or key.endswith("/") or connections.WRITE_CHECK_MARK in key:
         return False
     same_store = (location["bucket"], location["url"]) == (output["bucket"], output["url"])
     return not (same_store and key.startswith(output["prefix"]))
