@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test up down venv clean
+.PHONY: demo test up down venv clean package image
 
 $(STAMP): requirements.txt requirements-dev.txt container/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ demo: up
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The AWS stack: dist/template.json (SAM, validated by cfn-lint in the tests) + dist/deployment.zip.
+STAGE ?= prod
+package: $(STAMP)
+	$(BIN)/python -m deploy.package --stage $(STAGE) --out dist
+	$(BIN)/cfn-lint dist/template.json
+
+# The TensorFlow image for the scoring function and the backlog job, pushed to ECR.
+image:
+	container/build-and-push.sh
 
 clean: down
 	rm -rf $(VENV) .run dist local-credentials.json

@@ -94,7 +94,7 @@ def check_output(location: dict, keys: dict) -> None:
 
 
 def secret_id(deployment_id: str) -> str:
-    return f"tfbatch/{get_settings().stage}/deployments/{deployment_id}"
+    return f"{get_settings().secret_prefix}/deployments/{deployment_id}"
 
 
 def save_keys(deployment_id: str, keys: dict[str, dict]) -> None:

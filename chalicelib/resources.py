@@ -17,6 +17,7 @@ from chalicelib.settings import Settings, get_settings
 
 @dataclass(frozen=True)
 class TableSpec:
+    setting: str  # the Settings field (and TFBATCH_* variable) that names the table
     name: str
     hash_key: str
     range_key: str | None = None
@@ -36,31 +37,47 @@ class TableSpec:
 
 
 def tables(settings: Settings) -> list[TableSpec]:
-    return [
-        TableSpec(settings.instances_table, "instance_id"),
-        TableSpec(settings.credentials_table, "username"),
-        TableSpec(settings.models_table, "instance_id", "model_id"),
-        TableSpec(settings.versions_table, "model_id", "version_id"),
-        TableSpec(settings.deployments_table, "instance_id", "deployment_id"),
-        TableSpec(settings.ledger_table, "deployment_id", "input_key"),
-        TableSpec(settings.subscriptions_table, "bucket_ref", "deployment_id"),
-    ]
+    keys = {
+        "instances_table": ("instance_id", None),
+        "credentials_table": ("username", None),
+        "models_table": ("instance_id", "model_id"),
+        "versions_table": ("model_id", "version_id"),
+        "deployments_table": ("instance_id", "deployment_id"),
+        "ledger_table": ("deployment_id", "input_key"),
+        "subscriptions_table": ("bucket_ref", "deployment_id"),
+    }
+    return [TableSpec(setting, getattr(settings, setting), *key) for setting, key in keys.items()]
+
+
+BUCKET_SETTINGS = ("models_bucket",)
 
 
 def buckets(settings: Settings) -> list[str]:
-    return [settings.models_bucket]
+    return [getattr(settings, setting) for setting in BUCKET_SETTINGS]
 
 
 MAX_RECEIVES = 5  # a task that fails this often goes to the dead-letter queue
+FUNCTION_TIMEOUT_SECONDS = 900  # the scoring function's timeout: Lambda's maximum
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum: time to look at what failed
 
 
-def queues(settings: Settings) -> dict[str, dict[str, str]]:
-    """Queue name -> attributes, dead-letter queue first. The visibility timeout outlasts the
-    scoring function's 15-minute timeout, so a running task is never handed out twice."""
-    return {
-        settings.dead_letter_queue: {"MessageRetentionPeriod": "1209600"},
-        settings.tasks_queue: {"VisibilityTimeout": "960"},
-    }
+@dataclass(frozen=True)
+class QueueSpec:
+    setting: str
+    name: str
+    attributes: dict[str, str]  # SQS API attributes (strings)
+    dead_letters: str | None = None  # the setting naming its dead-letter queue
+
+
+def queues(settings: Settings) -> list[QueueSpec]:
+    """The dead-letter queue first. The tasks queue's visibility timeout outlasts the scoring
+    function's timeout, so a task still running is never handed out twice."""
+    return [
+        QueueSpec("dead_letter_queue", settings.dead_letter_queue,
+                  {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)}),
+        QueueSpec("tasks_queue", settings.tasks_queue,
+                  {"VisibilityTimeout": str(FUNCTION_TIMEOUT_SECONDS + 60)}, dead_letters="dead_letter_queue"),
+    ]
 
 
 def bootstrap(settings: Settings | None = None) -> None:
@@ -78,12 +95,13 @@ def bootstrap(settings: Settings | None = None) -> None:
         except ClientError:
             s3.create_bucket(Bucket=bucket)
     sqs = aws.client("sqs")
-    for name, attributes in queues(settings).items():
-        sqs.create_queue(QueueName=name, Attributes=attributes)
-    dead_letters = sqs.get_queue_attributes(QueueUrl=aws.queue_url(settings.dead_letter_queue),
-                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": str(MAX_RECEIVES)})
-    sqs.set_queue_attributes(QueueUrl=aws.queue_url(settings.tasks_queue), Attributes={"RedrivePolicy": redrive})
+    for queue in queues(settings):
+        sqs.create_queue(QueueName=queue.name, Attributes=queue.attributes)
+        if queue.dead_letters:
+            target = sqs.get_queue_attributes(QueueUrl=aws.queue_url(getattr(settings, queue.dead_letters)),
+                                              AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            redrive = json.dumps({"deadLetterTargetArn": target, "maxReceiveCount": str(MAX_RECEIVES)})
+            sqs.set_queue_attributes(QueueUrl=aws.queue_url(queue.name), Attributes={"RedrivePolicy": redrive})
     _ensure_signing_key(settings.signing_key_secret)
 
 

@@ -28,6 +28,7 @@ class Settings:
     dead_letter_queue: str
     event_bus: str
     signing_key_secret: str
+    secret_prefix: str  # deployments' connection keys live under "<prefix>/deployments/"
     token_ttl_seconds: int
     max_archive_bytes: int
     max_inflated_bytes: int
@@ -41,7 +42,10 @@ class Settings:
     lease_seconds: int  # after this, a claim whose scorer went silent is taken over
     poll_seconds: int  # how often the local worker polls stores that cannot notify
     worker_concurrency: int  # batches the local worker handles at once (Lambda's concurrency)
-    backlog_threshold: int  # waiting upload messages beyond which the backlog job takes over
+    backlog_threshold: int  # waiting upload messages (or listed files) beyond which the backlog job takes over
+    batch_job_queue: str | None  # AWS Batch: where backlog jobs go; None runs them in the scoring process
+    batch_job_definition: str | None
+    backlog_shards: int  # array children per backlog job, each scoring its share of the keys
 
 
 def _int(name: str, default: int) -> int:
@@ -72,6 +76,7 @@ def get_settings() -> Settings:
         dead_letter_queue=env("TFBATCH_DEAD_LETTER_QUEUE", f"{prefix}-tasks-dlq"),
         event_bus=env("TFBATCH_EVENT_BUS", "default"),
         signing_key_secret=env("TFBATCH_SIGNING_KEY_SECRET", f"{prefix}/token-signing-key"),
+        secret_prefix=env("TFBATCH_SECRET_PREFIX", f"tfbatch/{stage}"),
         token_ttl_seconds=_int("TFBATCH_TOKEN_TTL_SECONDS", 3600),
         max_archive_bytes=_int("TFBATCH_MAX_ARCHIVE_BYTES", 200 * 1024 * 1024),
         max_inflated_bytes=_int("TFBATCH_MAX_INFLATED_BYTES", 2 * 1024 * 1024 * 1024),
@@ -86,4 +91,7 @@ def get_settings() -> Settings:
         poll_seconds=_int("TFBATCH_POLL_SECONDS", 5),
         worker_concurrency=_int("TFBATCH_WORKER_CONCURRENCY", 4),
         backlog_threshold=_int("TFBATCH_BACKLOG_THRESHOLD", 200),
+        batch_job_queue=env("TFBATCH_BATCH_JOB_QUEUE") or None,
+        batch_job_definition=env("TFBATCH_BATCH_JOB_DEFINITION") or None,
+        backlog_shards=_int("TFBATCH_BACKLOG_SHARDS", 1),
     )

@@ -1,0 +1,1 @@
+"""Packaging tfbatch for AWS (not part of the Lambda zip)."""

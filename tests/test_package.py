@@ -1,0 +1,175 @@
+"""The AWS stack that `make package` builds: cfn-lint on the real output, and the facts the
+service relies on (image functions, failure reporting, dead letters, least privilege)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from chalicelib import resources
+from chalicelib.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("package") / "dist"
+    subprocess.run([sys.executable, "-m", "deploy.package", "--stage", "prod", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(package) -> dict:
+    return json.loads((package / "template.json").read_text())
+
+
+def _functions(template: dict) -> dict[str, dict]:
+    return {body["Properties"].get("ImageConfig", {}).get("Command", [None])[0]
+            or body["Properties"]["Handler"]: body["Properties"]
+            for body in template["Resources"].values() if body["Type"] == "AWS::Serverless::Function"}
+
+
+def _role_statements(template: dict, function: dict) -> list[dict]:
+    role = template["Resources"][function["Role"]["Fn::GetAtt"][0]]
+    return [statement for policy in role["Properties"]["Policies"]
+            for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def _actions(statements: list[dict]) -> set[str]:
+    found = set()
+    for statement in statements:
+        action = statement["Action"]
+        found |= {action} if isinstance(action, str) else set(action)
+    return found
+
+
+def test_cfn_lint_passes_on_the_generated_template(package):
+    result = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(package / "template.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_model_loading_functions_run_the_image_and_the_api_stays_a_small_zip(package, template):
+    functions = _functions(template)
+    assert set(functions) == {"app.app", "app.handle_tasks", "app.poll_stores"}
+    scoring = functions["app.handle_tasks"]
+    assert scoring["PackageType"] == "Image"
+    assert scoring["ImageUri"] == {"Ref": "ImageUri"}
+    assert not {"CodeUri", "Handler", "Runtime"} & set(scoring)
+    assert scoring["ImageConfig"]["EntryPoint"] == ["python", "-m", "awslambdaric"]
+    for handler in ("app.app", "app.poll_stores"):
+        assert functions[handler]["CodeUri"] == "./deployment.zip"
+        assert "PackageType" not in functions[handler]
+    with zipfile.ZipFile(package / "deployment.zip") as archive:
+        top_level = {name.split("/")[0] for name in archive.namelist()}
+    assert "chalicelib" in top_level and "app.py" in top_level
+    assert not {name for name in top_level if name.startswith(("tensorflow", "keras", "numpy"))}
+
+
+def test_queue_reports_partial_failures_and_dead_letters_outlast_the_function(template):
+    scoring = _functions(template)["app.handle_tasks"]
+    (event,) = scoring["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["TasksQueue", "Arn"]}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = template["Resources"]["TasksQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == resources.MAX_RECEIVES
+    assert queue["VisibilityTimeout"] > scoring["Timeout"]
+    statement = template["Resources"]["TasksQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert "aws:SourceAccount" in statement["Condition"]["StringEquals"]
+
+
+def test_tables_are_the_local_bootstraps_tables_with_recovery_and_encryption(template):
+    from deploy.stack import logical_id
+
+    for spec in resources.tables(get_settings()):
+        table = template["Resources"][logical_id(spec.setting)]
+        assert table["Type"] == "AWS::DynamoDB::Table"
+        local = spec.create_args()
+        properties = table["Properties"]
+        for key in ("KeySchema", "AttributeDefinitions", "BillingMode"):
+            assert properties[key] == local[key], (spec.setting, key)
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_the_models_bucket_is_private_encrypted_and_tls_only(template):
+    bucket = template["Resources"]["ModelsBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    (deny,) = template["Resources"]["ModelsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_iam_is_least_privilege(template):
+    roles = {name: body for name, body in template["Resources"].items() if body["Type"] == "AWS::IAM::Role"}
+    for name, role in roles.items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Allow"
+                assert not any(action == "*" or action.endswith(":*") for action in _actions([statement])), name
+                targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                assert "*" not in targets, (name, statement)
+    functions = _functions(template)
+    api = _actions(_role_statements(template, functions["app.app"]))
+    scoring = _actions(_role_statements(template, functions["app.handle_tasks"]))
+    poller = _actions(_role_statements(template, functions["app.poll_stores"]))
+    assert "batch:SubmitJob" in scoring and "batch:SubmitJob" not in api | poller
+    assert "sqs:ReceiveMessage" in scoring and "sqs:ReceiveMessage" not in api | poller
+    assert "secretsmanager:CreateSecret" in api and "secretsmanager:CreateSecret" not in scoring | poller
+    assert "s3:PutObject" in api and not {a for a in scoring | poller if a.startswith("s3:Put")}
+    assert poller == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                      "dynamodb:Scan", "sqs:SendMessage", "sqs:GetQueueUrl"}
+
+
+def test_every_variable_the_stack_sets_is_one_the_code_reads(template, monkeypatch):
+    variables = {}
+    for function in _functions(template).values():
+        variables.update(function["Environment"]["Variables"])
+    job = template["Resources"]["BacklogJobDefinition"]["Properties"]["ContainerProperties"]
+    variables.update({item["Name"]: item["Value"] for item in job["Environment"]})
+    names = {name for name in variables if name.startswith("TFBATCH_") and name != "TFBATCH_STAGE"}
+    assert {"TFBATCH_LEDGER_TABLE", "TFBATCH_BATCH_JOB_QUEUE", "TFBATCH_SECRET_PREFIX"} <= names
+    get_settings.cache_clear()
+    before = get_settings()
+    for name in names:
+        monkeypatch.setenv(name, "17")  # a number, so that numeric settings parse too
+    get_settings.cache_clear()
+    after = get_settings()
+    changed = {field for field in before.__dataclass_fields__ if getattr(before, field) != getattr(after, field)}
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    assert {f"TFBATCH_{field.upper()}" for field in changed} == names
+
+
+def test_backlog_jobs_run_the_image_on_gpus_that_scale_to_zero(template):
+    environment = template["Resources"]["GpuComputeEnvironment"]["Properties"]["ComputeResources"]
+    assert environment["MinvCpus"] == 0
+    assert environment["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
+    job = template["Resources"]["BacklogJobDefinition"]["Properties"]
+    container = job["ContainerProperties"]
+    assert container["Image"] == {"Ref": "ImageUri"}
+    assert container["Command"][:2] == ["job", "run"]
+    assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
+    scoring = _functions(template)["app.handle_tasks"]["Environment"]["Variables"]
+    assert scoring["TFBATCH_BATCH_JOB_QUEUE"] == {"Ref": "BacklogJobQueue"}
+    assert template["Resources"]["BacklogJobQueue"]["Properties"]["ComputeEnvironmentOrder"][0][
+        "ComputeEnvironment"] == {"Ref": "GpuComputeEnvironment"}
+
+
+def test_packaging_refuses_a_template_whose_queue_it_does_not_know():
+    from deploy.package import FUNCTION, PackagingError, transform
+
+    sqs = {"Type": "SQS", "Properties": {"Queue": {"Fn::Sub": "arn:aws:sqs:us-east-1:1:someone-elses-queue"}}}
+    chalice_output = {"Resources": {"HandleTasks": {"Type": FUNCTION, "Properties": {
+        "Handler": "app.handle_tasks", "CodeUri": "./deployment.zip", "Events": {"Queue": sqs}}}}}
+    with pytest.raises(PackagingError, match="someone-elses-queue"):
+        transform(chalice_output, "prod")
