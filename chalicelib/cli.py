@@ -56,15 +56,45 @@ def worker() -> None:
 def job_run(
     instance_id: str = typer.Option(..., "--instance", help="The deployment's instance id."),
     deployment_id: str = typer.Option(..., "--deployment", help="The deployment to score."),
+    shards: int = typer.Option(1, min=1, help="Split the keys into this many disjoint shares."),
+    shard: int = typer.Option(None, min=0, help="Score only this share (default: AWS_BATCH_JOB_ARRAY_INDEX; "
+                                                "without either, run every share as a local process)."),
 ) -> None:
-    """Score every input of a deployment that has no result yet (resumable at any point)."""
-    from chalicelib import runner
+    """Score every input of a deployment that has no result yet (resumable at any point).
 
-    summary = runner.run_deployment(instance_id, deployment_id)
-    console.print(f"{summary.status}: {summary.scored} files scored ({summary.records} records), "
+    The backlog job's entry point: AWS Batch array children each score their shard and the last
+    to finish settles the deployment; a failed shard can be rerun alone with --shard."""
+    from chalicelib import pipeline, runner
+
+    if shard is None and shards > 1:
+        index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+        if index is None:
+            raise typer.Exit(_run_local_shards(instance_id, deployment_id, shards))
+        shard = int(index)
+    try:
+        part = pipeline.Shard(shard, shards) if shard is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    summary = runner.run_deployment(instance_id, deployment_id, part)
+    where = f" (shard {shard} of {shards})" if part else ""
+    console.print(f"{summary.status}{where}: {summary.scored} files scored ({summary.records} records), "
                   f"{summary.failed} failed")
     if summary.status == "FAILED":
         raise typer.Exit(1)
+
+
+def _run_local_shards(instance_id: str, deployment_id: str, shards: int) -> int:
+    """Every shard as a process of its own, the way AWS Batch runs array children; the worst exit status."""
+    import subprocess
+    import sys
+
+    from chalicelib import deployments
+
+    deployments.start_shards(instance_id, deployment_id, shards)
+    children = [subprocess.Popen([sys.executable, "-m", "chalicelib.cli", "job", "run", "--instance", instance_id,
+                                  "--deployment", deployment_id, "--shards", str(shards), "--shard", str(index)])
+                for index in range(shards)]
+    return max(child.wait() for child in children)
 
 
 @app.command()
@@ -136,3 +166,7 @@ def create_instance(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -202,6 +202,35 @@ def settle(instance_id: str, deployment_id: str) -> bool:
                              ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
 
 
+def start_shards(instance_id: str, deployment_id: str, count: int, fields: dict | None = None) -> None:
+    """A sharded backlog run begins: no shard is done yet."""
+    names = {f"#{name}": name for name in fields or {}}
+    update = "SET shards = :count, #status = :running, #path = :backlog, modified_at = :now"
+    update += "".join(f", #{name} = :{name}" for name in fields or {})
+    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                         UpdateExpression=update + " REMOVE shards_done",
+                         ConditionExpression="attribute_exists(deployment_id)",
+                         ExpressionAttributeNames={"#status": "status", "#path": "path", **names},
+                         ExpressionAttributeValues={":count": count, ":running": IN_PROGRESS, ":backlog": BACKLOG,
+                                                    ":now": now_iso(),
+                                                    **{f":{name}": value for name, value in (fields or {}).items()}})
+
+
+def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> bool:
+    """Record that a shard finished its pass; True for the one that completes the set (it then
+    sweeps and settles the deployment). A shard that is rerun counts once. False when the
+    deployment was deleted meanwhile."""
+    result = {}
+    if not aws.conditionally(lambda **request: result.update(_table().update_item(**request)),
+                             Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             UpdateExpression="ADD shards_done :me SET modified_at = :now",
+                             ConditionExpression="attribute_exists(deployment_id)",
+                             ExpressionAttributeValues={":me": {str(index)}, ":now": now_iso()},
+                             ReturnValues="UPDATED_NEW"):
+        return False
+    return len(result["Attributes"]["shards_done"]) >= count
+
+
 def request_rescan(instance_id: str, deployment_id: str, lease_seconds: int) -> bool:
     """Ask a live backlog run for one more pass over the bucket; False when none is running
     (then the caller scores the uploads itself)."""

@@ -9,11 +9,12 @@ cannot be listed, or the output cannot be written.
 """
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import obstore
@@ -29,10 +30,22 @@ from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
 RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
+PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the one being scored
 
 
 class Fatal(Exception):
     """Nothing can be scored; the message is the deployment's failure reason."""
+
+
+@dataclass
+class Prepared:
+    """A group of inputs fetched and parsed, waiting to be claimed and scored."""
+
+    todo: list[Input]
+    predictions_key: str
+    errors_key: str
+    parsed: dict[str, Batch] = field(default_factory=dict)
+    live: list[Entry] = field(default_factory=list)  # planned outcomes of the files that still exist
 
 
 @dataclass
@@ -44,8 +57,9 @@ class Summary:
 
 
 class DeploymentRun:
-    def __init__(self, instance_id: str, deployment_id: str):
+    def __init__(self, instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None):
         self.settings = get_settings()
+        self.shard = shard
         self.item = deployments.load(instance_id, deployment_id)
         self.instance_id, self.deployment_id = instance_id, deployment_id
         keys = connections.load_keys(deployment_id)
@@ -90,21 +104,35 @@ class DeploymentRun:
 
     def _backlog(self) -> None:
         """Pass over the bucket until no upload arrived that asked for another pass. During a
-        burst, passes are at least RESCAN_PAUSE apart, so each finds a batch of new files."""
+        burst, passes are at least RESCAN_PAUSE apart, so each finds a batch of new files.
+
+        A shard makes one pass over its share; the last shard to finish then sweeps the whole
+        bucket like an unsharded run (cheap: the ledger answers for the files other shards did,
+        a hundred per request) and settles the deployment."""
         self._adopt_abandoned_claims()
+        if self.shard is not None:
+            self._pass()
+            if not deployments.shard_done(self.instance_id, self.deployment_id, self.shard.index, self.shard.count):
+                self.summary.status = deployments.IN_PROGRESS
+                return
+            self.shard = None
         while True:
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False})
-            for group in pipeline.groups(self._listing(), self.settings.files_per_output):
-                self._score_group(group)
+            self._pass()
             if self._finish():
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
+    def _pass(self) -> None:
+        groups = pipeline.groups(self._listing(), self.settings.files_per_output)
+        for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
+            self._complete(prepared)
+
     def _uploads(self, uploads: list[Input]) -> None:
-        for group in pipeline.groups(uploads, self.settings.files_per_output):
-            self._score_group(group)
+        for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
+            self._complete(prepared)
         if deployments.settle(self.instance_id, self.deployment_id):
             self.summary.status = deployments.SUCCESS
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
@@ -148,14 +176,23 @@ class DeploymentRun:
         try:
             for chunk in obstore.list(self.inputs_store, prefix=prefix or None, chunk_size=1000):
                 for meta in chunk:
-                    if is_input(self.source, self.target, meta["path"]):
+                    if is_input(self.source, self.target, meta["path"]) and (
+                            self.shard is None or self.shard.owns(meta["path"])):
                         yield Input(meta["path"], normal_etag(meta.get("e_tag")), meta["size"],
                                     meta["path"][len(prefix):])
         except (StoreError, OSError) as error:
             raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
 
-    # -- one group -------------------------------------------------------------------------
-    def _score_group(self, group: list[Input]) -> None:
+    # -- one group: prepared (fetch, parse) ahead of being completed (claim, score, write, commit)
+    def _prepared(self, groups) -> Iterator[Prepared]:
+        for group in groups:
+            prepared = self._prepare(group)
+            if prepared is not None:
+                yield prepared
+
+    def _prepare(self, group: list[Input]) -> Prepared | None:
+        """What needs work in a group, fetched and parsed; None when nothing does. No claims yet,
+        so preparing ahead costs nothing if another scorer takes some files meanwhile."""
         group = [item for item in group if (item.key, item.etag) not in self.done]
         known = self.ledger.lookup(item.key for item in group)
         todo = []
@@ -165,15 +202,11 @@ class DeploymentRun:
             elif known[item.key]["status"] != CLAIMED:
                 self.done.add((item.key, item.etag))
         if not todo:
-            return
-        deployments.add_pending(self.instance_id, self.deployment_id, len(todo))
+            return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        predictions_key = f"{self.target['prefix']}predictions-{batch_id}.json"
-        errors_key = f"{self.target['prefix']}errors-{batch_id}.json"
-
-        parsed: dict[str, Batch] = {}
-        live: list[Entry] = []
+        prepared = Prepared(todo, f"{self.target['prefix']}predictions-{batch_id}.json",
+                            f"{self.target['prefix']}errors-{batch_id}.json")
         contents = pipeline.fetch(self.inputs_store, todo, max_bytes=self.settings.max_input_bytes,
                                   concurrency=self.settings.fetch_concurrency)
         for item, content in zip(todo, contents):
@@ -182,19 +215,25 @@ class DeploymentRun:
             try:
                 batch = pipeline.parse_input(item, content, self.specs, self.signature_name)
             except InputError as error:
-                live.append(Entry(item.key, item.etag, errors_key, FAILED, 0, error.code, str(error)))
+                prepared.live.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, error.code,
+                                           str(error)))
                 continue
-            parsed[item.key] = batch
-            live.append(Entry(item.key, item.etag, predictions_key, SCORED, batch.count))
+            prepared.parsed[item.key] = batch
+            prepared.live.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, batch.count))
+        return prepared
+
+    def _complete(self, prepared: Prepared) -> None:
+        """Claim what is still free, score it, write the group's files, commit."""
+        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.todo))
         token = uuid.uuid4().hex
-        held = self.ledger.claim(live, token)
-        skipped = len(todo) - len(held)
+        held = self.ledger.claim(prepared.live, token)
+        skipped = len(prepared.todo) - len(held)
         if skipped:
             deployments.add_pending(self.instance_id, self.deployment_id, -skipped)
         if not held:
             return
-        by_key = {item.key: item for item in todo}
-        held = self._predict_and_write(held, parsed, by_key, token, errors_key)
+        by_key = {item.key: item for item in prepared.todo}
+        held = self._predict_and_write(held, prepared.parsed, by_key, token, prepared.errors_key)
         self.ledger.commit(held, token)
         self.done.update((entry.key, entry.etag) for entry in held)
         records = sum(entry.records for entry in held if entry.status == SCORED)
@@ -291,17 +330,23 @@ def is_input(location: dict, output: dict, key: str) -> bool:
     return not (same_store and key.startswith(output["prefix"]))
 
 
-def _open(instance_id: str, deployment_id: str) -> DeploymentRun | None:
+def _open(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | None:
     try:
-        return DeploymentRun(instance_id, deployment_id)
+        return DeploymentRun(instance_id, deployment_id, shard)
     except NotFound:
         logger.info("deployment no longer exists", extra={"deployment_id": deployment_id})
         return None
 
 
-def run_deployment(instance_id: str, deployment_id: str) -> Summary:
-    run = _open(instance_id, deployment_id)
+def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> Summary:
+    run = _open(instance_id, deployment_id, shard)
     return run.run() if run else Summary(status="DELETED")
+
+
+def has_more_inputs_than(instance_id: str, deployment_id: str, count: int) -> bool:
+    """Whether the deployment's input location holds more than `count` inputs (lists no further)."""
+    run = _open(instance_id, deployment_id)
+    return run is not None and sum(1 for _ in itertools.islice(run._listing(), count + 1)) > count
 
 
 def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:

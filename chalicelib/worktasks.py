@@ -16,7 +16,7 @@ import orjson
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import aws, deployments, subscriptions, tasks
+from chalicelib import aws, backlog, deployments, subscriptions, tasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
@@ -95,9 +95,7 @@ def handle_batch(event: dict, context) -> dict:
 
             inspection.inspect_version(message["model_id"], message["version_id"])
         elif task == tasks.SCORE_DEPLOYMENT:
-            from chalicelib import runner
-
-            runner.run_deployment(message["instance_id"], message["deployment_id"])
+            backlog.dispatch(message["instance_id"], message["deployment_id"])
         else:
             logger.error("unknown task dropped", extra={"task": task})
 

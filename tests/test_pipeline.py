@@ -1,0 +1,51 @@
+"""The prefetching hand-off between the fetch/parse stage and the model stage."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chalicelib.pipeline import prefetched
+
+
+def test_items_arrive_in_order_and_the_producer_stays_at_most_depth_ahead():
+    made = []
+
+    def produce():
+        for number in range(20):
+            made.append(number)
+            yield number
+
+    seen = []
+    for item in prefetched(produce(), depth=2):
+        time.sleep(0.01)  # a slow consumer: the producer must wait for it
+        seen.append(item)
+        assert len(made) - len(seen) <= 2 + 1  # the queue, plus the one waiting to be put
+    assert seen == list(range(20))
+
+
+def test_a_producer_error_is_raised_in_the_consumer():
+    def produce():
+        yield 1
+        raise OSError("listing failed")
+
+    with pytest.raises(OSError, match="listing failed"):
+        list(prefetched(produce(), depth=2))
+
+
+def test_a_consumer_that_stops_early_stops_the_producer():
+    stopped = threading.Event()
+
+    def produce():
+        try:
+            for number in range(10_000):
+                yield number
+        finally:
+            stopped.set()
+
+    for item in prefetched(produce(), depth=1):
+        if item == 3:
+            break
+    assert stopped.is_set()
+    assert not any(thread.name == "prefetch" and thread.is_alive() for thread in threading.enumerate())
