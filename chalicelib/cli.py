@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -99,7 +100,8 @@ def _run_local_shards(instance_id: str, deployment_id: str, shards: int) -> int:
 
 @app.command()
 def score(
-    model: str = typer.Option(..., help="A SavedModel directory."),
+    model: str = typer.Option(..., help="A SavedModel directory, or a published model's id (its newest ready "
+                                        "version, from the service's store: the local stack's by default)."),
     input_: str = typer.Option(..., "--input", help="A folder, or s3://bucket/prefix."),
     output: str = typer.Option(..., help="A folder, or s3://bucket/prefix."),
     signature: str = typer.Option(None, help="The signature to serve (default: serving_default, or the only one)."),
@@ -112,6 +114,10 @@ def score(
 
     from chalicelib import localscore
 
+    if not Path(model).expanduser().is_dir() and os.environ.get("TFBATCH_STAGE", "local") == "local":
+        from chalicelib import localstack
+
+        os.environ.update(localstack.local_environment())  # a published id: the local stack's store
     total = localscore.count_inputs(input_, output)
     if sys.stdout.isatty():
         with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),

@@ -20,6 +20,8 @@ from chalicelib.formats import InputError, TensorSpec
 from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
+PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the model
+
 
 @dataclass
 class Progress:
@@ -61,42 +63,69 @@ def count_inputs(input_: str, output: str) -> int:
     return sum(1 for _ in _listing(open_location(input_), _inside(output, input_)))
 
 
-def score(model_dir: str, input_: str, output: str, *, signature_name: str | None = None,
+def model_directory(model: str) -> Path:
+    """A SavedModel directory as given, or a published model's newest ready version, fetched
+    from the service's model store (the local stack's by default) into the local model cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    from chalicelib import models
+
+    version = models.latest_ready_version(model)
+    return engine.local_copy(version["version_id"], version["archive_key"])
+
+
+@dataclass
+class _Group:
+    number: int
+    good: list[pipeline.Input]
+    batches: list
+    errors: list[dict]
+
+
+def score(model: str, input_: str, output: str, *, signature_name: str | None = None,
           on_progress: Callable[[Progress], None] | None = None) -> Progress:
+    """Score every input of a folder or bucket; groups are fetched and parsed ahead of the model."""
     settings = get_settings()
-    signature = deployments.choose_signature(savedmodel.read_signatures(Path(model_dir)), signature_name)
-    model = engine.Model(savedmodel.load(Path(model_dir)), signature["name"])
+    model_dir = model_directory(model)
+    signature = deployments.choose_signature(savedmodel.read_signatures(model_dir), signature_name)
+    loaded = engine.Model(savedmodel.load(model_dir), signature["name"])
     specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
     source, target = open_location(input_), open_location(output)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     progress = Progress(started=time.monotonic())
-    listing = _listing(source, _inside(output, input_))
-    for number, group in enumerate(pipeline.groups(listing, settings.files_per_output)):
-        contents = pipeline.fetch(source, group, max_bytes=settings.max_input_bytes,
-                                  concurrency=settings.fetch_concurrency)
-        good, batches, errors = [], [], []
-        for item, content in zip(group, contents):
-            if content is None:
-                continue
-            try:
-                batches.append(pipeline.parse_input(item, content, specs, signature["name"]))
-                good.append(item)
-            except InputError as error:
-                errors.append(error_element(item.filename, error.code, str(error)))
-        outputs, refused = pipeline.predict(model, batches, settings.batch_size)
+
+    def prepared() -> Iterator[_Group]:
+        listing = _listing(source, _inside(output, input_))
+        for number, group in enumerate(pipeline.groups(listing, settings.files_per_output)):
+            contents = pipeline.fetch(source, group, max_bytes=settings.max_input_bytes,
+                                      concurrency=settings.fetch_concurrency)
+            ready = _Group(number, [], [], [])
+            for item, content in zip(group, contents):
+                if content is None:
+                    continue
+                try:
+                    ready.batches.append(pipeline.parse_input(item, content, specs, signature["name"]))
+                    ready.good.append(item)
+                except InputError as error:
+                    ready.errors.append(error_element(item.filename, error.code, str(error)))
+            yield ready
+
+    for group in pipeline.prefetched(prepared(), PREFETCH_GROUPS):
+        outputs, refused = pipeline.predict(loaded, group.batches, settings.batch_size)
         predictions = []
-        for index, item in enumerate(good):
+        for index, item in enumerate(group.good):
             if index in refused:
-                errors.append(error_element(item.filename, "model_error", refused[index]))
+                group.errors.append(error_element(item.filename, "model_error", refused[index]))
             else:
                 predictions += elements(item.filename, outputs[index])
-                progress.records += batches[index].count
+                progress.records += group.batches[index].count
         if predictions:
-            obstore.put(target, f"predictions-{stamp}-{number:06d}.json", dumps(predictions))
-        if errors:
-            obstore.put(target, f"errors-{stamp}-{number:06d}.json", dumps(errors))
-        progress.files += len(good) - len(refused) + len(errors)
-        progress.failed += len(errors)
+            obstore.put(target, f"predictions-{stamp}-{group.number:06d}.json", dumps(predictions))
+        if group.errors:
+            obstore.put(target, f"errors-{stamp}-{group.number:06d}.json", dumps(group.errors))
+        progress.files += len(group.good) - len(refused) + len(group.errors)
+        progress.failed += len(group.errors)
         if on_progress:
             on_progress(progress)
     return progress

@@ -151,6 +151,16 @@ def load_version(model_id: str, version_id: str) -> dict:
     return item
 
 
+def latest_ready_version(model_id: str) -> dict:
+    """The newest version of a published model that inspection accepted (for `tfbatch score`)."""
+    found = _versions().query(KeyConditionExpression=Key("model_id").eq(model_id))["Items"]
+    ready = [version for version in found if version["status"] == READY]
+    if not ready:
+        raise NotFound(f"Model {model_id} has no version ready to score"
+                       f"{' (yet)' if found else ''}.", target={"type": "model", "id": model_id})
+    return max(ready, key=lambda version: version["created_at"])
+
+
 def get_version(call: Call, model_id: str, version_id: str) -> dict:
     version = load_version(model_id, version_id)
     if version["instance_id"] != call.instance_id:  # another instance's version: as if absent

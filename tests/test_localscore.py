@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chalicelib import localscore
 
 TFBATCH = str(Path(sys.executable).parent / "tfbatch")
@@ -65,3 +67,19 @@ def test_cli_refuses_an_ambiguous_signature_in_one_line(tmp_path, model_dirs):
                            "--output", str(tmp_path / "out")], capture_output=True, text=True,
                           env={**os.environ, "TFBATCH_STAGE": "test"})
     assert done.returncode == 1 and "name one in 'signature_name'" in done.stdout
+
+
+def test_scores_with_a_published_model_by_its_id(tmp_path, model_dirs, server_aws):
+    from flows import tenant
+
+    from chalicelib.errors import NotFound
+
+    user = tenant(server_aws)
+    model_id = user.publish(model_dirs["multi_io"])
+    inputs = _folder(tmp_path)
+    output = tmp_path / "out"
+    result = localscore.score(model_id, str(inputs), str(output))
+    assert (result.files, result.failed, result.records) == (14, 1, 14)
+    assert _records(output)["f07.json"] == [{"filename": "f07.json", "sum": 9.0, "shifted": 8}]
+    with pytest.raises(NotFound, match="no-such-model"):
+        localscore.score("no-such-model", str(inputs), str(output))
