@@ -76,10 +76,12 @@ def job_run(
         part = pipeline.Shard(shard, shards) if shard is not None else None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    summary = runner.run_deployment(instance_id, deployment_id, part)
+    summary = runner.run_deployment(instance_id, deployment_id, part, wait=True)
     where = f" (shard {shard} of {shards})" if part else ""
     console.print(f"{summary.status}{where}: {summary.scored} files scored ({summary.records} records), "
                   f"{summary.failed} failed")
+    stages = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in sorted(summary.seconds.items()))
+    console.print(f"seconds per stage: {stages or 'none'}")
     if summary.status == "FAILED":
         raise typer.Exit(1)
 

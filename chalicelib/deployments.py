@@ -8,7 +8,6 @@ Counters (scored, failed, pending) are changed only by the ledger's commits.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
 
 from boto3.dynamodb.conditions import Attr
 
@@ -231,23 +230,11 @@ def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> 
     return len(result["Attributes"]["shards_done"]) >= count
 
 
-def request_rescan(instance_id: str, deployment_id: str, lease_seconds: int) -> bool:
-    """Ask a live backlog run for one more pass over the bucket; False when none is running
-    (then the caller scores the uploads itself)."""
-    fresh = (datetime.now(timezone.utc) - timedelta(seconds=lease_seconds)).isoformat(timespec="milliseconds")
-    return aws.conditionally(
-        _table().update_item,
-        Key={"instance_id": instance_id, "deployment_id": deployment_id},
-        UpdateExpression="SET rescan = :true",
-        ConditionExpression="#path = :backlog AND #status = :running AND modified_at > :fresh",
-        ExpressionAttributeNames={"#path": "path", "#status": "status"},
-        ExpressionAttributeValues={":true": True, ":backlog": BACKLOG, ":running": IN_PROGRESS,
-                                   ":fresh": fresh.replace("+00:00", "Z")})
-
-
 def polled() -> list[dict]:
-    """Deployments whose stores cannot notify: the poller lists them for new files."""
-    table, items, query = _table(), [], {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING)}
+    """Deployments the poller looks at: stores that cannot notify (new files are found by
+    listing), and work handed over to a scorer (`rescan`), in case that scorer died."""
+    table, items = _table(), []
+    query = {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING) | Attr("rescan").eq(True)}
     while True:
         page = table.scan(**query)
         items += page["Items"]

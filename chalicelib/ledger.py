@@ -1,29 +1,23 @@
 """The exactly-once ledger: one DynamoDB item per (deployment, input key), with the ETag and
 model version it was scored at and the output file holding its one result record.
 
-The protocol, per group of files:
-1. claim: a conditional put per file (status `claimed`, a claim token, and the outcome it
-   plans: output file, status, record count). A file already done at this ETag and model
-   version, or freshly claimed by another scorer, is not claimed again.
-2. write the output file (its name is fixed at claim time).
-3. commit: write the claimed items with their final status, then add to the deployment's
-   counters.
-A scorer that dies leaves claims behind. Once they are older than the lease, the next scorer
-looks for their output file: if it exists, the records are there and the claims are committed
-as planned; if not, the files are claimed again and scored. So a crash at any point neither
-loses a result nor writes a second one. Counters added after a crash may lag; `recount` sets
-them from the ledger itself when a run ends.
-
-Claims are single conditional puts, run concurrently, and commits are batch writes: DynamoDB
-transactions would save requests on AWS, but moto copies every table on each transaction,
-which would make the local stack crawl as the ledger grows.
+Every scorer holds the lease of the keys it scores (chalicelib.leases), so nobody else is
+scoring them. The protocol, per group of files:
+1. claim: batch-write an item per file (status `claimed`, the claim token, and the outcome it
+   plans: output file, status, record count);
+2. write the output file (its name is fixed at claim time);
+3. commit: batch-write the items with their final status, then add to the deployment's counters.
+A scorer that dies leaves claims behind; the next holder of the lease finds them when it looks
+the files up. If their planned output file exists, the records are there and the claims are
+committed as planned (adopted); if not, the files are scored again. So a crash at any point
+neither loses a result nor writes a second one, and a group costs a few requests, not one per
+file. Counters added after a crash may lag; `recount` sets them from the ledger when a run ends.
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,7 +28,6 @@ from chalicelib.settings import get_settings
 
 CLAIMED, SCORED, FAILED = "claimed", "scored", "failed"
 _serialize = TypeSerializer().serialize
-_CLAIM_THREADS = 8
 
 
 class DeploymentDeleted(Exception):
@@ -70,20 +63,14 @@ def _now() -> Decimal:
 
 
 class Ledger:
-    def __init__(self, instance_id: str, deployment_id: str, model_version: str, *,
-                 lease_seconds: int | None = None):
+    def __init__(self, instance_id: str, deployment_id: str, model_version: str):
         settings = get_settings()
         self.instance_id = instance_id
         self.deployment_id = deployment_id
         self.model_version = model_version
-        self.lease_seconds = lease_seconds if lease_seconds is not None else settings.lease_seconds
         self._table = settings.ledger_table
         self._deployments = settings.deployments_table
         self._client = aws.client("dynamodb")
-        self._pool = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="ledger")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
     def _key(self, input_key: str) -> dict:
         return _item({"deployment_id": self.deployment_id, "input_key": input_key})
@@ -103,46 +90,27 @@ class Ledger:
         return found
 
     def needs_work(self, item: dict | None, etag: str) -> bool:
-        """True when this key at this ETag has no result and nobody holds a live claim on it."""
-        if item is None:
+        """True when this key at this ETag has no result (a claim found under the lease was
+        abandoned: the caller adopts it first when its output exists)."""
+        if item is None or item["status"] == CLAIMED:
             return True
-        if item["status"] == CLAIMED:
-            return self.expired(item)
         return item["etag"] != etag or item.get("model_version") != self.model_version
 
-    def expired(self, item: dict) -> bool:
-        return float(item["claimed_at"]) < time.time() - self.lease_seconds
-
-    # -- claim -----------------------------------------------------------------------------
+    # -- claim ---------------------------------------------------------------------------
     @staticmethod
     def _outcome(entry: Entry) -> dict:
         """What a claim plans, so a successor can commit it if the output file was written."""
         return {"output_key": entry.output_key, "planned_status": entry.status, "records": entry.records,
                 "error_code": entry.error_code, "error_message": entry.error[:1000]}
 
-    def _claim_one(self, entry: Entry, token: str) -> bool:
-        now = time.time()
-        return aws.conditionally(
-            self._client.put_item,
-            TableName=self._table,
-            Item=_item({"deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-                        "model_version": self.model_version, "status": CLAIMED, "claim_token": token,
-                        "claimed_at": Decimal(str(round(now, 3))), **self._outcome(entry)}),
-            ConditionExpression=(
-                "attribute_not_exists(input_key)"
-                " OR (#status = :claimed AND claimed_at < :expired)"
-                " OR (#status <> :claimed AND (etag <> :etag OR model_version <> :version))"
-            ),
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_item({
-                ":claimed": CLAIMED, ":expired": Decimal(str(round(now - self.lease_seconds, 3))),
-                ":etag": entry.etag, ":version": self.model_version}),
-        )
-
     def claim(self, entries: list[Entry], token: str) -> list[Entry]:
-        """Claim what can be claimed; returns the entries now held with `token`."""
-        won = self._pool.map(lambda entry: self._claim_one(entry, token), entries)
-        return [entry for entry, held in zip(entries, won) if held]
+        """Claim the entries (the caller holds their lease, so nobody else is scoring them)."""
+        now = _now()
+        self._batch_write([_item({
+            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+            "model_version": self.model_version, "status": CLAIMED, "claim_token": token, "claimed_at": now,
+            **self._outcome(entry)}) for entry in entries])
+        return entries
 
     def reassign(self, entries: list[Entry], token: str) -> None:
         """Change the planned outcome of claims still held (a file the model refused moves to errors)."""
@@ -160,18 +128,20 @@ class Ledger:
     def commit(self, entries: list[Entry], token: str, *, pending_delta: int = 0) -> None:
         """Record the outcome of claimed entries, then count them on the deployment."""
         now = _now()
-        for chunk in _chunks(entries, 25):
-            requests = [{"PutRequest": {"Item": _item({
-                "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-                "model_version": self.model_version, "status": entry.status, "claim_token": token,
-                "claimed_at": now, "committed_at": now, **self._outcome(entry)})}} for entry in chunk]
-            batch = {self._table: requests}
+        self._batch_write([_item({
+            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+            "model_version": self.model_version, "status": entry.status, "claim_token": token,
+            "claimed_at": now, "committed_at": now, **self._outcome(entry)}) for entry in entries])
+        scored = sum(1 for entry in entries if entry.status == SCORED)
+        self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
+
+    def _batch_write(self, items: list[dict]) -> None:
+        for chunk in _chunks(items, 25):
+            batch = {self._table: [{"PutRequest": {"Item": item}} for item in chunk]}
             while batch:
                 batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
                 if batch:
                     time.sleep(0.05)
-        scored = sum(1 for entry in entries if entry.status == SCORED)
-        self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
     def _add_counts(self, **counts: int) -> None:
         if not aws.conditionally(
@@ -185,17 +155,6 @@ class Ledger:
             raise DeploymentDeleted(self.deployment_id)
 
     # -- reading the whole partition -------------------------------------------------------
-    def claims(self) -> Iterator[dict]:
-        """Every item still in `claimed` status."""
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table, KeyConditionExpression="deployment_id = :id",
-            FilterExpression="#status = :claimed", ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_item({":id": self.deployment_id, ":claimed": CLAIMED}),
-        ):
-            for raw in page["Items"]:
-                yield _plain(raw)
-
     def recount(self) -> Counter:
         """How many inputs are scored, failed and claimed, from the ledger itself."""
         counts: Counter = Counter()

@@ -14,13 +14,14 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import obstore
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, events, instances, pipeline
+from chalicelib import connections, deployments, engine, events, instances, leases, pipeline
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import CLAIMED, FAILED, SCORED, DeploymentDeleted, Entry, Ledger
@@ -29,6 +30,7 @@ from chalicelib.pipeline import Input
 from chalicelib.results import dumps, elements, error_element
 from chalicelib.settings import get_settings
 
+HANDED_OVER = "HANDED_OVER"  # the lease's holder took this run's work over
 RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
 PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the one being scored
 
@@ -54,6 +56,16 @@ class Summary:
     failed: int = 0
     records: int = 0
     status: str = ""
+    # Wall seconds per stage (prepare runs ahead in its own thread): where a run's time went.
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
 
 
 class DeploymentRun:
@@ -75,84 +87,119 @@ class DeploymentRun:
         # (key, etag) known to be done, so later passes over the bucket skip them without asking
         # the ledger: a pass then costs a listing plus work on what is new.
         self.done: set[tuple[str, str]] = set()
+        self.wait_seconds = 0.0  # how long to wait out another scorer's lease before handing over
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self) -> Summary:
-        """The whole backlog: every input in the location without a result."""
-        return self._work(self._backlog, fields={"pending": 0, "path": deployments.BACKLOG})
+    def run(self, wait: bool = False) -> Summary:
+        """The whole backlog (or this shard's share of it): every input without a result. With
+        `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
+        scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
+        self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
+        return self._work(self._backlog, scope, fields={"pending": 0, "path": deployments.BACKLOG})
 
     def score(self, uploads: list[Input]) -> Summary:
         """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
-        return self._work(lambda: self._uploads(uploads), fields={"path": deployments.UPLOADS})
+        return self._work(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
 
-    def _work(self, steps, fields: dict) -> Summary:
+    def _work(self, steps, scope: str, fields: dict) -> Summary:
         try:
             self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
         except Exception as error:
             return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
-        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS, fields=fields):
+        if not self._take(scope):
             return self.summary
         try:
+            if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
+                                          fields=fields):
+                return self.summary
             steps()
-        except DeploymentDeleted:
-            logger.info("deployment deleted during its run", extra={"deployment_id": self.deployment_id})
+        except (DeploymentDeleted, leases.LeaseLost) as error:
+            logger.info("run stopped", extra={"deployment_id": self.deployment_id, "reason": str(error)})
         except Fatal as error:
             self._fail(str(error))
         finally:
-            self.ledger.close()
+            self.lease.abandon()  # nothing to do when it was released
         return self.summary
 
-    def _backlog(self) -> None:
-        """Pass over the bucket until no upload arrived that asked for another pass. During a
-        burst, passes are at least RESCAN_PAUSE apart, so each finds a batch of new files.
+    def _take(self, scope: str) -> bool:
+        """Hold the scope's lease. False when its holder took the work over (it passes over the
+        bucket once more), or the deployment is gone."""
+        self.lease = leases.Lease(self.instance_id, self.deployment_id, scope)
+        try:
+            taken = self.lease.acquire(self.wait_seconds)
+        except leases.LeaseLost as error:
+            logger.info("no lease", extra={"deployment_id": self.deployment_id, "reason": str(error)})
+            return False
+        if not taken:
+            self.summary.status = HANDED_OVER
+        return taken
 
-        A shard makes one pass over its share; the last shard to finish then sweeps the whole
+    def _backlog(self) -> None:
+        """A shard makes one pass over its share; the last shard to finish then sweeps the whole
         bucket like an unsharded run (cheap: the ledger answers for the files other shards did,
         a hundred per request) and settles the deployment."""
-        self._adopt_abandoned_claims()
         if self.shard is not None:
             self._pass()
+            self.lease.release(unless_rescan=False)
             if not deployments.shard_done(self.instance_id, self.deployment_id, self.shard.index, self.shard.count):
                 self.summary.status = deployments.IN_PROGRESS
                 return
             self.shard = None
+            if not self._take(leases.ALL):
+                return
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Pass over the bucket until a pass ends with nobody having asked for another (uploads
+        that found the lease taken). During a burst, passes are at least RESCAN_PAUSE apart, so
+        each finds a batch of new files."""
         while True:
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False})
             self._pass()
-            if self._finish():
+            if self._finish() and self.lease.release(unless_rescan=True):
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
     def _pass(self) -> None:
         groups = pipeline.groups(self._listing(), self.settings.files_per_output)
+        waiting = time.perf_counter()
         for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
+            self.summary.seconds["waiting_for_inputs"] += time.perf_counter() - waiting
             self._complete(prepared)
+            waiting = time.perf_counter()
 
     def _uploads(self, uploads: list[Input]) -> None:
         for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
             self._complete(prepared)
+        if not self.lease.release(unless_rescan=True):
+            self._sweep()  # uploads were handed over to us meanwhile: find them by listing
+            return
         if deployments.settle(self.instance_id, self.deployment_id):
             self.summary.status = deployments.SUCCESS
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
                                                     "scored": self.summary.scored, "failed": self.summary.failed})
 
     def _finish(self) -> bool:
-        """SUCCESS, with counters taken from the ledger (exact even after crashed runs). Files
-        still claimed by another live scorer keep it in progress; that scorer finishes it.
-        False when uploads asked for another pass meanwhile."""
+        """SUCCESS, with counters taken from the ledger (exact even after crashed runs); False
+        when uploads asked for another pass meanwhile. Claims still in the ledger now belong to
+        inputs deleted after a scorer died: nothing is pending."""
         counts = self.ledger.recount()
-        exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": counts["claimed"]}
-        status = deployments.IN_PROGRESS if counts["claimed"] else deployments.SUCCESS
-        if not deployments.set_status(self.instance_id, self.deployment_id, status,
+        exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS,
                                       fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True):
-            return not self._exists()
-        self.summary.status = status
-        logger.info("deployment run finished", extra={**self._ids(), **exact, "this_run_scored": self.summary.scored})
-        if status == deployments.SUCCESS:
-            events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": status, **exact})
+            if not self._exists():
+                raise DeploymentDeleted(self.deployment_id)
+            return False
+        self.summary.status = deployments.SUCCESS
+        logger.info("deployment run finished", extra={**self._ids(), **exact, "this_run_scored": self.summary.scored,
+                                                      "stage_seconds": self._stage_seconds()})
+        events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS, **exact})
         return True
+
+    def _stage_seconds(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.summary.seconds.items()}
 
     def _exists(self) -> bool:
         try:
@@ -186,7 +233,8 @@ class DeploymentRun:
     # -- one group: prepared (fetch, parse) ahead of being completed (claim, score, write, commit)
     def _prepared(self, groups) -> Iterator[Prepared]:
         for group in groups:
-            prepared = self._prepare(group)
+            with self.summary.timed("prepare"):
+                prepared = self._prepare(group)
             if prepared is not None:
                 yield prepared
 
@@ -195,6 +243,9 @@ class DeploymentRun:
         so preparing ahead costs nothing if another scorer takes some files meanwhile."""
         group = [item for item in group if (item.key, item.etag) not in self.done]
         known = self.ledger.lookup(item.key for item in group)
+        abandoned = [entry for entry in known.values() if entry["status"] == CLAIMED]
+        for key in self._adopt(abandoned) if abandoned else ():
+            known[key] = {**known[key], "status": known[key]["planned_status"]}
         todo = []
         for item in group:
             if self.ledger.needs_work(known.get(item.key), item.etag):
@@ -223,10 +274,12 @@ class DeploymentRun:
         return prepared
 
     def _complete(self, prepared: Prepared) -> None:
-        """Claim what is still free, score it, write the group's files, commit."""
+        """Claim the group, score it, write its files, commit."""
+        self.lease.check()
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.todo))
         token = uuid.uuid4().hex
-        held = self.ledger.claim(prepared.live, token)
+        with self.summary.timed("claim"):
+            held = self.ledger.claim(prepared.live, token)
         skipped = len(prepared.todo) - len(held)
         if skipped:
             deployments.add_pending(self.instance_id, self.deployment_id, -skipped)
@@ -234,7 +287,8 @@ class DeploymentRun:
             return
         by_key = {item.key: item for item in prepared.todo}
         held = self._predict_and_write(held, prepared.parsed, by_key, token, prepared.errors_key)
-        self.ledger.commit(held, token)
+        with self.summary.timed("commit"):
+            self.ledger.commit(held, token)
         self.done.update((entry.key, entry.etag) for entry in held)
         records = sum(entry.records for entry in held if entry.status == SCORED)
         scored = sum(1 for entry in held if entry.status == SCORED)
@@ -276,32 +330,38 @@ class DeploymentRun:
         started = time.perf_counter()
         outputs, errors = pipeline.predict(self.model, batches, self.settings.batch_size)
         seconds = time.perf_counter() - started
+        self.summary.seconds["predict"] += seconds
         instances.add(self.instance_id, "computation_time", Decimal(str(round(seconds, 3))))
         return outputs, errors
 
     def _write(self, key: str, items: list[dict]) -> None:
         try:
-            obstore.put(self.outputs_store, key, dumps(items))
+            self.lease.check()  # a scorer that lost its lease must not write results any more
+            with self.summary.timed("write"):
+                obstore.put(self.outputs_store, key, dumps(items))
         except (StoreError, OSError) as error:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
 
     # -- recovery --------------------------------------------------------------------------
-    def _adopt_abandoned_claims(self) -> None:
-        """Claims left by a dead scorer whose output file exists: their records are there."""
+    def _adopt(self, claims: list[dict]) -> set[str]:
+        """Claims a dead scorer left whose output file exists: their records are there, so they
+        are committed as planned. The keys adopted; the others are scored again."""
         by_output: dict[str, list[dict]] = defaultdict(list)
-        for claim in self.ledger.claims():
-            if self.ledger.expired(claim):
-                by_output[claim["output_key"]].append(claim)
-        for output_key, claims in by_output.items():
+        for claim in claims:
+            by_output[claim["output_key"]].append(claim)
+        adopted: set[str] = set()
+        for output_key, group in by_output.items():
             try:
                 obstore.head(self.outputs_store, output_key)
             except FileNotFoundError:
                 continue  # never written: these files are simply scored again
-            for token, group in _by_token(claims).items():
+            for token, same in _by_token(group).items():
                 entries = [Entry(c["input_key"], c["etag"], output_key, c["planned_status"], int(c["records"]),
-                                 c.get("error_code", ""), c.get("error_message", "")) for c in group]
+                                 c.get("error_code", ""), c.get("error_message", "")) for c in same]
                 self.ledger.commit(entries, token, pending_delta=len(entries))
-                logger.info("adopted abandoned claims", extra={"output_key": output_key, "count": len(entries)})
+            adopted |= {claim["input_key"] for claim in group}
+            logger.info("adopted abandoned claims", extra={"output_key": output_key, "count": len(group)})
+        return adopted
 
 
 def _reason(error: Exception) -> str:
@@ -338,9 +398,10 @@ def _open(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = N
         return None
 
 
-def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> Summary:
+def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None, *,
+                   wait: bool = False) -> Summary:
     run = _open(instance_id, deployment_id, shard)
-    return run.run() if run else Summary(status="DELETED")
+    return run.run(wait) if run else Summary(status="DELETED")
 
 
 def has_more_inputs_than(instance_id: str, deployment_id: str, count: int) -> bool:

@@ -4,8 +4,10 @@ The queue carries two kinds of message: the service's own tasks (`{"task": ...}`
 model, score a deployment's backlog) and S3 upload notifications. Uploads in one batch are
 grouped by deployment and scored together. In a burst (more than TFBATCH_BACKLOG_THRESHOLD
 messages waiting) a deployment's uploads go to the backlog job instead, which lists the bucket
-and scores in large batches; while it runs, further uploads only ask it for one more pass. Powertools' batch processor reports the messages that failed, so only those
-come back to the queue, and after repeated failures go to its dead-letter queue.
+and scores in large batches. Whoever scores holds the deployment's lease; uploads that find it
+taken hand themselves over to the holder, which passes over the bucket once more
+(chalicelib.leases). Powertools' batch processor reports the messages that failed, so only
+those come back to the queue, and after repeated failures go to its dead-letter queue.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import orjson
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import aws, backlog, deployments, subscriptions, tasks
+from chalicelib import aws, backlog, deployments, leases, subscriptions, tasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
@@ -59,8 +61,6 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     burst = _waiting_messages() > settings.backlog_threshold
     for (instance_id, deployment_id), uploads in groups.items():
         try:
-            if deployments.request_rescan(instance_id, deployment_id, settings.lease_seconds):
-                continue  # the running backlog job will list these files
             if burst and deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS,
                                                 fields={"path": deployments.BACKLOG, "rescan": False}):
                 tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
@@ -106,13 +106,18 @@ def handle_batch(event: dict, context) -> dict:
 
 def poll_stores() -> int:
     """Queue a backlog run for each deployment whose store cannot notify (new files are found
-    by listing; the ledger skips the rest). Runs still going are left alone."""
+    by listing; the ledger skips the rest), and for each whose handed-over work has no live
+    scorer left to do it. Runs still going are left alone."""
     from chalicelib.clock import now_iso
 
     lease = get_settings().lease_seconds
     queued = 0
     for item in deployments.polled():
-        if item["status"] == deployments.IN_PROGRESS and _age_seconds(item["modified_at"], now_iso()) < lease:
+        if leases.live_leases(item):
+            continue  # a scorer is on it; it passes over the bucket again if asked to
+        stale_handover = item.get("rescan") is True
+        if not stale_handover and item["status"] == deployments.IN_PROGRESS and _age_seconds(
+                item["modified_at"], now_iso()) < lease:
             continue
         tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=item["instance_id"], deployment_id=item["deployment_id"])
         queued += 1

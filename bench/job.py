@@ -1,0 +1,347 @@
+"""Benchmark: the backlog job against the limits it cannot beat, all measured in the same run.
+
+    make venv && .venv/bin/python bench/job.py [--files 2000] [--naive 300] [--rss 10000,100000]
+
+Runs its own moto server (no worker, so nothing but the job scores), publishes the demo digits
+model through the app, writes N seed-format files, then prints ratios:
+- stack: the job's files/s against a GET-only ceiling (the same obstore client settings, only
+  fetching every object) measured right before it; its CPU per 1,000 files; a naive per-file
+  loop (GET, json.loads, the model on one record, PUT), SageMaker's single-record pattern;
+- folders: `tfbatch score`'s CPU seconds per 1,000 records against the in-memory limit (orjson
+  parse + the model at the same batch size, on data already in memory), and its files/s
+  against the naive loop on the same folder;
+- peak RSS of `tfbatch score` at each --rss size (it must not grow with N).
+Job figures are net of the process's start (TensorFlow import, model load), measured by running
+the same command on an empty input. Writes bench/results/job-<time>.json. Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data" / "job"
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TARGETS = {"stack_vs_get_ceiling": 0.8, "folder_cpu_vs_in_memory": 1.5, "folder_vs_naive": 10.0,
+           "stack_cpu_seconds_per_1000_files": 1.0, "peak_rss_mib": 1024}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measured(command: list[str], env: dict) -> dict:
+    """Run a child to its end: wall seconds, CPU seconds (user + system) and peak RSS, its own."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = child.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} failed:\n{output[-3000:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
+            "output": output}
+
+
+def net(run: dict, start: dict) -> dict:
+    return {"wall": max(run["wall"] - start["wall"], 1e-9), "cpu": max(run["cpu"] - start["cpu"], 1e-9)}
+
+
+def digits() -> list[bytes]:
+    import digits_model
+    import orjson
+
+    images, _ = digits_model.digits_as_mnist(50)
+    return [orjson.dumps({"inputs": [image.astype(float).tolist()]}) for image in images]
+
+
+def write_folder(folder: Path, count: int, samples: list[bytes]) -> Path:
+    if folder.exists() and len(list(folder.iterdir())) == count:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for number in range(count):
+        (folder / f"digit-{number:07d}.json").write_bytes(samples[number % len(samples)])
+    return folder
+
+
+class Service:
+    """A moto server with the service's resources, a tenant, and the digits model published."""
+
+    def __init__(self, model_dir: Path):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "TFBATCH_STAGE": "bench", "TFBATCH_AWS_ENDPOINT": self.url,
+                    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+        port = self.url.rsplit(":", 1)[1]
+        self.server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                        "-p", port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.environ.update(self.env)
+        import requests
+
+        for _ in range(100):
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        from chalice.test import Client
+
+        import app as service
+        from chalicelib import inspection, instances, resources
+
+        resources.bootstrap()
+        created = instances.create("bench")
+        self.instance_id = created.instance_id
+        self.client = Client(service.app, stage_name="bench")
+        basic = requests.auth._basic_auth_str(created.username, created.password)
+        token = json.loads(self.client.http.get("/v3/identity/token", headers={"Authorization": basic}).body)["token"]
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Host": "bench"}
+        base = f"/v3/wml_instances/{self.instance_id}/published_models"
+        model = json.loads(self.client.http.post(base, headers=self.headers, body=json.dumps(
+            {"name": "digits", "model_type": "tensorflow-2.21"})).body)
+        self.model_id = model["metadata"]["guid"]
+        uploaded = json.loads(self.client.http.put(f"{base}/{self.model_id}/content", body=tar_gz(model_dir),
+                                                   headers={**self.headers, "Content-Type": "application/gzip"}).body)
+        version = uploaded["entity"]["latest_version"]["guid"]
+        assert inspection.inspect_version(self.model_id, version) == "ready"
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
+
+    def bucket(self, name: str, samples: list[bytes], count: int) -> None:
+        from obstore.store import S3Store
+
+        s3 = self.s3()
+        s3.create_bucket(Bucket=name)
+        s3.create_bucket(Bucket=f"{name}-out")
+        store = S3Store(name, endpoint=self.url, region="us-east-1", access_key_id="bench",
+                        secret_access_key="bench", virtual_hosted_style_request=False,
+                        client_options={"allow_http": True})
+
+        async def put_all():
+            import obstore
+
+            gate = asyncio.Semaphore(32)
+
+            async def put(number):
+                async with gate:
+                    await obstore.put_async(store, f"digit-{number:07d}.json", samples[number % len(samples)])
+
+            await asyncio.gather(*(put(number) for number in range(count)))
+
+        asyncio.run(put_all())
+
+    def deploy(self, bucket: str) -> str:
+        keys = {"access_key": "bench", "secret_key": "bench", "url": self.url}
+        response = self.client.http.post(
+            f"/v3/wml_instances/{self.instance_id}/published_models/{self.model_id}/deployments",
+            headers=self.headers, body=json.dumps({
+                "name": bucket, "type": "batch",
+                "input": {"type": "s3", "source": {"bucket": bucket}, "connection": keys},
+                "output": {"type": "s3", "target": {"bucket": f"{bucket}-out"}, "connection": keys}}))
+        assert response.status_code == 201, response.body
+        return json.loads(response.body)["metadata"]["guid"]
+
+    def job(self, deployment_id: str) -> dict:
+        return measured([sys.executable, "-m", "chalicelib.cli", "job", "run", "--instance", self.instance_id,
+                         "--deployment", deployment_id], self.env)
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait()
+
+
+def tar_gz(directory: Path) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname="digits")
+    return buffer.getvalue()
+
+
+def get_only(service: Service, bucket: str) -> float:
+    """Files/s fetching every object: the job's own listing and fetch with its client settings."""
+    from chalicelib import connections, pipeline
+    from chalicelib.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    store = connections.object_store({"bucket": bucket, "url": service.url}, {"access_key": "bench",
+                                                                              "secret_key": "bench"})
+    import obstore
+
+    started, count = time.perf_counter(), 0
+    listing = (pipeline.Input(meta["path"], "", meta["size"], meta["path"])
+               for chunk in obstore.list(store, chunk_size=1000) for meta in chunk)
+    for group in pipeline.groups(listing, settings.files_per_output):
+        count += len(pipeline.fetch(store, group, max_bytes=settings.max_input_bytes,
+                                    concurrency=settings.fetch_concurrency))
+    return count / (time.perf_counter() - started)
+
+
+def naive_stack(service: Service, bucket: str, model, count: int) -> float:
+    s3 = service.s3()
+    keys = [f"digit-{number:07d}.json" for number in range(count)]
+    started = time.perf_counter()
+    for key in keys:
+        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        result = model(record["inputs"])
+        s3.put_object(Bucket=f"{bucket}-out", Key=f"naive/{key}", Body=json.dumps(result).encode())
+    return count / (time.perf_counter() - started)
+
+
+def naive_folder(folder: Path, out: Path, model, count: int) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = sorted(folder.iterdir())[:count]
+    started = time.perf_counter()
+    for path in paths:
+        record = json.loads(path.read_bytes())
+        (out / path.name).write_text(json.dumps(model(record["inputs"])))
+    return count / (time.perf_counter() - started)
+
+
+def one_record_model(model_dir: Path):
+    """The naive loop's model call: one record, outputs as lists."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    return lambda inputs: {name: value.numpy().tolist()
+                           for name, value in serve(inputs=tf.constant(np.asarray(inputs, np.float32))).items()}
+
+
+def in_memory_cpu_per_1000(folder: Path, model_dir: Path) -> float:
+    """CPU seconds per 1,000 records for orjson parse + joined model calls on bytes in memory."""
+    from chalicelib import deployments, engine, savedmodel
+    from chalicelib.formats import TensorSpec, parse
+    from chalicelib.settings import get_settings
+
+    signature = deployments.choose_signature(savedmodel.read_signatures(model_dir), None)
+    specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
+    model = engine.Model(savedmodel.load(model_dir), signature["name"])
+    contents = [path.read_bytes() for path in sorted(folder.iterdir())]
+    batch_size = get_settings().batch_size
+    model.predict_files([parse(contents[0], specs, signature["name"])], batch_size)  # warm
+    started = time.process_time()
+    batches = [parse(content, specs, signature["name"]) for content in contents]
+    model.predict_files(batches, batch_size)
+    return (time.process_time() - started) / sum(batch.count for batch in batches) * 1000
+
+
+def score_folder(model_dir: Path, folder: Path, env: dict) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="tfbatch-bench-"))
+    try:
+        return measured([sys.executable, "-m", "chalicelib.cli", "score", "--model", str(model_dir), "--input",
+                         str(folder), "--output", str(out)], env)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def stage_seconds(output: str) -> dict:
+    """The job's own account of where its time went (its "deployment run finished" log line)."""
+    for line in output.splitlines():
+        if line.startswith("{") and '"deployment run finished"' in line:
+            return json.loads(line).get("stage_seconds", {})
+    return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--naive", type=int, default=300, help="files for each naive loop (it is slow)")
+    parser.add_argument("--rss", default="10000,100000", help="input counts at which to measure peak RSS")
+    args = parser.parse_args()
+    import digits_model
+
+    work = Path(tempfile.mkdtemp(prefix="tfbatch-bench-model-"))
+    model_dir = work / "digits"
+    digits_model.export(str(model_dir))
+    samples = digits()
+    report: dict = {"files": args.files, "cpu_count": os.cpu_count(), "targets": TARGETS}
+
+    service = Service(model_dir)
+    try:
+        service.bucket("empty", samples, 0)
+        start = service.job(service.deploy("empty"))
+        service.bucket("bench", samples, args.files)
+        ceiling = get_only(service, "bench")
+        job = service.job(service.deploy("bench"))
+        job_net = net(job, start)
+        stack_rate = args.files / job_net["wall"]
+        model = one_record_model(model_dir)
+        naive = naive_stack(service, "bench", model, min(args.naive, args.files))
+        report["stack"] = {
+            "get_only_files_per_s": ceiling, "job_files_per_s": stack_rate, "naive_files_per_s": naive,
+            "job_vs_get_ceiling": stack_rate / ceiling, "job_vs_naive": stack_rate / naive,
+            "job_cpu_seconds_per_1000_files": job_net["cpu"] / args.files * 1000,
+            "job_start_seconds": start["wall"], "job_peak_rss_mib": job["rss_mib"],
+            "job_stage_seconds": stage_seconds(job["output"]),
+        }
+    finally:
+        service.stop()
+
+    env = {**os.environ, "TFBATCH_STAGE": "bench", "TFBATCH_AWS_ENDPOINT": ""}
+    folder = write_folder(DATA / f"in-{args.files}", args.files, samples)
+    empty = write_folder(DATA / "in-0", 0, samples)
+    start = score_folder(model_dir, empty, env)
+    scored = net(score_folder(model_dir, folder, env), start)
+    limit = in_memory_cpu_per_1000(folder, model_dir)
+    naive = naive_folder(folder, work / "naive", model, min(args.naive, args.files))
+    cpu_per_1000 = scored["cpu"] / args.files * 1000  # one record per file
+    report["folders"] = {
+        "job_cpu_seconds_per_1000_records": cpu_per_1000, "in_memory_cpu_seconds_per_1000_records": limit,
+        "job_cpu_vs_in_memory": cpu_per_1000 / limit, "job_files_per_s": args.files / scored["wall"],
+        "naive_files_per_s": naive, "job_vs_naive": args.files / scored["wall"] / naive,
+    }
+    report["peak_rss_mib"] = {}
+    for count in [int(value) for value in args.rss.split(",") if value]:
+        run = score_folder(model_dir, write_folder(DATA / f"in-{count}", count, samples), env)
+        report["peak_rss_mib"][str(count)] = run["rss_mib"]
+
+    stack, folders = report["stack"], report["folders"]
+    rss = report["peak_rss_mib"]
+    report["verdict"] = {
+        "stack_vs_get_ceiling": stack["job_vs_get_ceiling"] >= TARGETS["stack_vs_get_ceiling"],
+        "stack_cpu_per_1000_files": stack["job_cpu_seconds_per_1000_files"] <= TARGETS[
+            "stack_cpu_seconds_per_1000_files"],
+        "folder_cpu_vs_in_memory": folders["job_cpu_vs_in_memory"] <= TARGETS["folder_cpu_vs_in_memory"],
+        "folder_vs_naive": folders["job_vs_naive"] >= TARGETS["folder_vs_naive"],
+        "peak_rss": all(value <= TARGETS["peak_rss_mib"] for value in rss.values()),
+    }
+    print(f"stack:   job {stack['job_files_per_s']:.0f} files/s = {stack['job_vs_get_ceiling']:.2f}x the GET-only "
+          f"ceiling ({stack['get_only_files_per_s']:.0f}/s; target >= 0.8), {stack['job_vs_naive']:.1f}x the naive "
+          f"loop ({stack['naive_files_per_s']:.0f}/s); CPU {stack['job_cpu_seconds_per_1000_files']:.2f} s per "
+          f"1,000 files (target <= 1.0); stages {stack['job_stage_seconds']}")
+    print(f"folders: CPU {folders['job_cpu_seconds_per_1000_records']:.2f} s per 1,000 records = "
+          f"{folders['job_cpu_vs_in_memory']:.2f}x the in-memory limit "
+          f"({folders['in_memory_cpu_seconds_per_1000_records']:.2f} s; target <= 1.5); "
+          f"{folders['job_files_per_s']:.0f} files/s = {folders['job_vs_naive']:.1f}x the naive loop "
+          f"({folders['naive_files_per_s']:.0f}/s; target >= 10)")
+    print(f"peak RSS (MiB) by input count: { {n: round(v) for n, v in rss.items()} } (target < 1024, flat)")
+    print(f"targets met: {report['verdict']}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    target = results / f"job-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {target}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

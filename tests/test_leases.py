@@ -1,0 +1,90 @@
+"""Scorer leases: one live scorer per deployment (or shard), work handed over instead of lost."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chalicelib import aws, leases
+from chalicelib.settings import get_settings
+
+
+@pytest.fixture
+def deployment(aws_mock, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=1)
+    key = {"instance_id": "i-1", "deployment_id": "d-1"}
+    aws.table(get_settings().deployments_table).put_item(Item=key)
+    return key
+
+
+def _lease(scope: str = leases.ALL) -> leases.Lease:
+    return leases.Lease("i-1", "d-1", scope)
+
+
+def _item(key: dict) -> dict:
+    return aws.table(get_settings().deployments_table).get_item(Key=key, ConsistentRead=True)["Item"]
+
+
+def test_a_second_scorer_hands_over_and_the_holder_passes_again_before_releasing(deployment):
+    holder, late = _lease(), _lease()
+    assert holder.acquire()
+    assert not late.acquire()  # handed over: the holder must look again
+    assert _item(deployment)["rescan"] is True
+    assert not holder.release(unless_rescan=True)  # so it may not leave yet
+    assert _item(deployment)["rescan"] is False
+    assert holder.release(unless_rescan=True)
+    assert not leases.live_leases(_item(deployment))
+    assert late.acquire()
+    late.release(unless_rescan=True)
+
+
+def test_shards_hold_leases_side_by_side_but_never_with_the_whole(deployment):
+    first, second = _lease(leases.shard_scope(0)), _lease(leases.shard_scope(1))
+    assert first.acquire() and second.acquire()
+    assert not _lease(leases.shard_scope(1)).acquire()  # the same shard twice: no
+    assert not _lease().acquire()  # the whole deployment while shards run: no
+    first.release(unless_rescan=False)
+    second.release(unless_rescan=False)
+    whole = _lease()
+    assert whole.acquire()
+    assert not _lease(leases.shard_scope(0)).acquire()
+    whole.abandon()
+
+
+def test_a_dead_holders_lease_is_waited_out_by_a_job(deployment):
+    dead = _lease()
+    assert dead.acquire()
+    dead._stop_renewing()  # the process died: nobody renews
+    started = time.monotonic()
+    job = _lease()
+    assert job.acquire(wait_seconds=5)
+    assert 0.5 < time.monotonic() - started < 5
+    job.abandon()
+
+
+def test_a_holder_that_cannot_renew_is_stopped(deployment):
+    holder = _lease()
+    assert holder.acquire()
+    aws.table(get_settings().deployments_table).delete_item(Key=deployment)  # the deployment is deleted
+    deadline = time.monotonic() + 5
+    while not holder.lost.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(leases.LeaseLost):
+        holder.check()
+
+
+def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment):
+    from chalicelib import worktasks
+
+    aws.table(get_settings().deployments_table).update_item(
+        Key=deployment, UpdateExpression="SET #s = :s, modified_at = :now, #t = :t",
+        ExpressionAttributeNames={"#s": "status", "#t": "trigger"},
+        ExpressionAttributeValues={":s": "DEPLOY_IN_PROGRESS", ":now": "2026-01-01T00:00:00.000Z",
+                                   ":t": "notifications"})
+    holder = _lease()
+    assert holder.acquire()
+    assert not _lease().acquire()  # handed over
+    assert worktasks.poll_stores() == 0  # the holder is alive: it will pass again
+    holder._stop_renewing()  # and now it died without doing so
+    time.sleep(1.1)
+    assert worktasks.poll_stores() == 1
