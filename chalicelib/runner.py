@@ -33,6 +33,7 @@ from chalicelib.settings import get_settings
 HANDED_OVER = "HANDED_OVER"  # the lease's holder took this run's work over
 RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
 PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the one being scored
+FINISHING_GROUPS = 2  # scored groups waiting for their files to be written and committed
 
 
 class Fatal(Exception):
@@ -163,16 +164,20 @@ class DeploymentRun:
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
     def _pass(self) -> None:
+        """One pass over the listing, in three overlapping stages: groups are fetched and parsed
+        ahead (prefetched), scored here, and written and committed behind (InOrder)."""
         groups = pipeline.groups(self._listing(), self.settings.files_per_output)
-        waiting = time.perf_counter()
-        for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
-            self.summary.seconds["waiting_for_inputs"] += time.perf_counter() - waiting
-            self._complete(prepared)
+        with pipeline.InOrder(FINISHING_GROUPS) as finishing:
             waiting = time.perf_counter()
+            for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
+                self.summary.seconds["waiting_for_inputs"] += time.perf_counter() - waiting
+                self._complete(prepared, finishing.submit)
+                waiting = time.perf_counter()
 
     def _uploads(self, uploads: list[Input]) -> None:
-        for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
-            self._complete(prepared)
+        with pipeline.InOrder(FINISHING_GROUPS) as finishing:
+            for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
+                self._complete(prepared, finishing.submit)
         if not self.lease.release(unless_rescan=True):
             self._sweep()  # uploads were handed over to us meanwhile: find them by listing
             return
@@ -273,20 +278,39 @@ class DeploymentRun:
             prepared.live.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, batch.count))
         return prepared
 
-    def _complete(self, prepared: Prepared) -> None:
-        """Claim the group, score it, write its files, commit."""
+    def _complete(self, prepared: Prepared, later) -> None:
+        """Claim the group and score it; its files, commit and counts are handed to `later`
+        (the finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
-        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.todo))
+        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live))
         token = uuid.uuid4().hex
         with self.summary.timed("claim"):
             held = self.ledger.claim(prepared.live, token)
-        skipped = len(prepared.todo) - len(held)
-        if skipped:
-            deployments.add_pending(self.instance_id, self.deployment_id, -skipped)
         if not held:
             return
         by_key = {item.key: item for item in prepared.todo}
-        held = self._predict_and_write(held, prepared.parsed, by_key, token, prepared.errors_key)
+        good = [entry for entry in held if entry.status == SCORED]
+        outputs, model_errors = self._predict([prepared.parsed[entry.key] for entry in good])
+        if model_errors:
+            moved = [replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
+                             error_code="model_error", error=message) for index, message in model_errors.items()]
+            self.ledger.reassign(moved, token)
+            moved_keys = {entry.key: entry for entry in moved}
+            held = [moved_keys.get(entry.key, entry) for entry in held]
+        predictions = []
+        for index, entry in enumerate(good):
+            if index not in model_errors:
+                predictions += elements(by_key[entry.key].filename, outputs[index])
+        errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
+                  for entry in held if entry.status == FAILED]
+        later(lambda: self._finish_group(held, token, {prepared.predictions_key: predictions,
+                                                       prepared.errors_key: errors}))
+
+    def _finish_group(self, held: list[Entry], token: str, documents: dict[str, list[dict]]) -> None:
+        """Write the group's result files, then commit its ledger entries and count them."""
+        for key, items in documents.items():
+            if items:
+                self._write(key, items)
         with self.summary.timed("commit"):
             self.ledger.commit(held, token)
         self.done.update((entry.key, entry.etag) for entry in held)
@@ -301,28 +325,6 @@ class DeploymentRun:
             **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
             "output_keys": sorted({entry.output_key for entry in held}),
         })
-
-    def _predict_and_write(self, held: list[Entry], parsed: dict[str, Batch], by_key: dict[str, Input],
-                           token: str, errors_key: str) -> list[Entry]:
-        good = [entry for entry in held if entry.status == SCORED]
-        outputs, model_errors = self._predict([parsed[entry.key] for entry in good])
-        if model_errors:
-            moved = [replace(good[index], status=FAILED, output_key=errors_key, records=0,
-                             error_code="model_error", error=message) for index, message in model_errors.items()]
-            self.ledger.reassign(moved, token)
-            moved_keys = {entry.key: entry for entry in moved}
-            held = [moved_keys.get(entry.key, entry) for entry in held]
-        failed = [entry for entry in held if entry.status == FAILED]
-        if failed:
-            self._write(errors_key, [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
-                                     for entry in failed])
-        predictions = []
-        for index, entry in enumerate(good):
-            if index not in model_errors:
-                predictions += elements(by_key[entry.key].filename, outputs[index])
-        if predictions:
-            self._write(good[0].output_key, predictions)
-        return held
 
     def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str]]:
         if not batches:

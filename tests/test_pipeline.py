@@ -49,3 +49,29 @@ def test_a_consumer_that_stops_early_stops_the_producer():
             break
     assert stopped.is_set()
     assert not any(thread.name == "prefetch" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_jobs_run_in_order_behind_the_caller():
+    from chalicelib.pipeline import InOrder
+
+    done = []
+    with InOrder(depth=2) as later:
+        for number in range(10):
+            later.submit(lambda number=number: (time.sleep(0.005), done.append(number)))
+    assert done == list(range(10))
+
+
+def test_a_failing_job_stops_the_rest_and_is_raised_in_the_caller():
+    from chalicelib.pipeline import InOrder
+
+    done = []
+
+    def fail():
+        raise OSError("output bucket gone")
+
+    with pytest.raises(OSError, match="output bucket gone"):
+        with InOrder(depth=1) as later:
+            later.submit(fail)
+            for number in range(5):
+                later.submit(lambda number=number: done.append(number))
+    assert done == []
