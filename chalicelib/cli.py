@@ -120,8 +120,8 @@ def score(
         from chalicelib import localstack
 
         os.environ.update(localstack.local_environment())  # a published id: the local stack's store
-    total = localscore.count_inputs(input_, output)
     if sys.stdout.isatty():
+        total = localscore.count_inputs(input_, output)  # the bar's length: one more listing
         with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                       TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("files", total=total, rate="")
@@ -135,7 +135,7 @@ def score(
     else:
         def log(done):
             rate = done.records / max(time.monotonic() - done.started, 1e-9)
-            print(f"{done.files}/{total} files, {done.failed} failed, {rate:.0f} records/s", flush=True)
+            print(f"{done.files} files, {done.failed} failed, {rate:.0f} records/s", flush=True)
 
         result = _scored(lambda: localscore.score(model, input_, output, signature_name=signature, on_progress=log))
     console.print(f"scored {result.files - result.failed} files ({result.records} records), {result.failed} failed; "

@@ -2,16 +2,19 @@
 model version it was scored at and the output file holding its one result record.
 
 Every scorer holds the lease of the keys it scores (chalicelib.leases), so nobody else is
-scoring them. The protocol, per group of files:
-1. claim: batch-write an item per file (status `claimed`, the claim token, and the outcome it
-   plans: output file, status, record count);
-2. write the output file (its name is fixed at claim time);
-3. commit: batch-write the items with their final status, then add to the deployment's counters.
-A scorer that dies leaves claims behind; the next holder of the lease finds them when it looks
-the files up. If their planned output file exists, the records are there and the claims are
-committed as planned (adopted); if not, the files are scored again. So a crash at any point
-neither loses a result nor writes a second one, and a group costs a few requests, not one per
-file. Counters added after a crash may lag; `recount` sets them from the ledger when a run ends.
+scoring them, and the protocol per group of files is:
+1. intent: write what the group will produce (each file's output file, status and record
+   count) as a few items in the deployment's intents partition (`<deployment>#intents`, so
+   lookups and counts of the real keys never see them);
+2. write the output files (their names are fixed in the intent);
+3. commit: batch-write an item per file with its final status, count them on the deployment,
+   and delete the intent.
+A scorer that dies leaves its intents behind. The next holder of the lease reads them before it
+scores anything: the files whose output file exists are committed as planned (their records are
+there), the rest are simply scored again. So a crash at any point neither loses a result nor
+writes a second one, and a group of hundreds of files costs a handful of requests besides the
+commit's batch writes. Counters added after a crash may lag; `recount` sets them from the
+ledger when a run ends.
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib import aws
 from chalicelib.settings import get_settings
 
-CLAIMED, SCORED, FAILED = "claimed", "scored", "failed"
+SCORED, FAILED = "scored", "failed"
+_ENTRIES_PER_INTENT = 100  # keeps an intent item under DynamoDB's 400 KB with 1 KB keys and messages
 _serialize = TypeSerializer().serialize
 
 
@@ -90,48 +94,61 @@ class Ledger:
         return found
 
     def needs_work(self, item: dict | None, etag: str) -> bool:
-        """True when this key at this ETag has no result (a claim found under the lease was
-        abandoned: the caller adopts it first when its output exists)."""
-        if item is None or item["status"] == CLAIMED:
+        """True when this key has no result at this ETag and model version."""
+        if item is None:
             return True
         return item["etag"] != etag or item.get("model_version") != self.model_version
 
-    # -- claim ---------------------------------------------------------------------------
-    @staticmethod
-    def _outcome(entry: Entry) -> dict:
-        """What a claim plans, so a successor can commit it if the output file was written."""
-        return {"output_key": entry.output_key, "planned_status": entry.status, "records": entry.records,
-                "error_code": entry.error_code, "error_message": entry.error[:1000]}
+    # -- intents ---------------------------------------------------------------------------
+    @property
+    def _intents(self) -> str:
+        return f"{self.deployment_id}#intents"
 
-    def claim(self, entries: list[Entry], token: str) -> list[Entry]:
-        """Claim the entries (the caller holds their lease, so nobody else is scoring them)."""
-        now = _now()
+    def intend(self, scope: str, token: str, entries: list[Entry]) -> list[str]:
+        """Record what a group will write before writing it; the intent's item keys."""
+        parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
+        names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
         self._batch_write([_item({
-            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-            "model_version": self.model_version, "status": CLAIMED, "claim_token": token, "claimed_at": now,
-            **self._outcome(entry)}) for entry in entries])
-        return entries
+            "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
+            "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key, "status": e.status,
+                         "records": e.records, "error_code": e.error_code, "error": e.error[:1000]} for e in part],
+        }) for name, part in zip(names, parts)])
+        return names
 
-    def reassign(self, entries: list[Entry], token: str) -> None:
-        """Change the planned outcome of claims still held (a file the model refused moves to errors)."""
-        for entry in entries:
-            outcome = self._outcome(entry)
-            self._client.update_item(
-                TableName=self._table, Key=self._key(entry.key),
-                UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in outcome),
-                ConditionExpression="claim_token = :token",
-                ExpressionAttributeValues=_item({**{f":{name}": value for name, value in outcome.items()},
-                                                 ":token": token}),
-            )
+    def forget(self, names: list[str]) -> None:
+        for chunk in _chunks(names, 25):
+            batch = {self._table: [{"DeleteRequest": {"Key": _item({"deployment_id": self._intents,
+                                                                    "input_key": name})}} for name in chunk]}
+            while batch:
+                batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
+
+    def intents(self, scope: str | None) -> dict[str, list[Entry]]:
+        """Intents left by scorers that died: item key -> planned entries. With a scope, only
+        that scope's (a shard must not touch another live shard's); without, every one."""
+        values = {":partition": self._intents}
+        condition = "deployment_id = :partition"
+        if scope is not None:
+            condition += " AND begins_with(input_key, :scope)"
+            values[":scope"] = f"{scope}#"
+        found: dict[str, list[Entry]] = {}
+        for page in self._client.get_paginator("query").paginate(
+                TableName=self._table, KeyConditionExpression=condition, ConsistentRead=True,
+                ExpressionAttributeValues=_item(values)):
+            for raw in page["Items"]:
+                item = TypeDeserializer().deserialize({"M": raw})
+                found[item["input_key"]] = [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]),
+                                                  e["error_code"], e["error"]) for e in item["entries"]]
+        return found
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, entries: list[Entry], token: str, *, pending_delta: int = 0) -> None:
-        """Record the outcome of claimed entries, then count them on the deployment."""
+        """Record the outcome of the entries, then count them on the deployment."""
         now = _now()
         self._batch_write([_item({
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
             "model_version": self.model_version, "status": entry.status, "claim_token": token,
-            "claimed_at": now, "committed_at": now, **self._outcome(entry)}) for entry in entries])
+            "committed_at": now, "output_key": entry.output_key, "records": entry.records,
+            "error_code": entry.error_code, "error_message": entry.error[:1000]}) for entry in entries])
         scored = sum(1 for entry in entries if entry.status == SCORED)
         self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
@@ -156,7 +173,7 @@ class Ledger:
 
     # -- reading the whole partition -------------------------------------------------------
     def recount(self) -> Counter:
-        """How many inputs are scored, failed and claimed, from the ledger itself."""
+        """How many inputs are scored and failed, from the ledger itself."""
         counts: Counter = Counter()
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(

@@ -1,9 +1,10 @@
 """Scoring a deployment's backlog: every input in its location that the ledger has no result for.
 
-The run streams the listing and works in groups of `files_per_output` files, so memory stays
-bounded however many files there are: fetch the group concurrently, parse each file, claim
-them in the ledger, score the good ones in joined model calls, write one predictions file and
-one errors file for the group, commit. A bad file only ever costs itself (an error element);
+The run holds the deployment's lease (or its shard's), streams the listing and works in groups
+of `files_per_output` files, so memory stays bounded however many files there are: fetch the
+group concurrently and parse each file (ahead, in a thread), score the good ones in joined
+model calls, then (behind, in another thread) record the group's intent in the ledger, write
+one predictions file and one errors file, and commit. A bad file only ever costs itself (an error element);
 the run ends FAILED only when nothing can be scored: the model does not load, or the input
 cannot be listed, or the output cannot be written.
 """
@@ -24,7 +25,7 @@ from obstore.exceptions import BaseError as StoreError
 from chalicelib import connections, deployments, engine, events, instances, leases, pipeline
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec
-from chalicelib.ledger import CLAIMED, FAILED, SCORED, DeploymentDeleted, Entry, Ledger
+from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 from chalicelib.log import logger
 from chalicelib.pipeline import Input
 from chalicelib.results import dumps, elements, error_element
@@ -42,7 +43,7 @@ class Fatal(Exception):
 
 @dataclass
 class Prepared:
-    """A group of inputs fetched and parsed, waiting to be claimed and scored."""
+    """A group of inputs fetched and parsed, waiting to be scored."""
 
     todo: list[Input]
     predictions_key: str
@@ -133,7 +134,13 @@ class DeploymentRun:
             return False
         if not taken:
             self.summary.status = HANDED_OVER
-        return taken
+            return False
+        try:
+            self._recover(scope)
+        except BaseException:
+            self.lease.abandon()
+            raise
+        return True
 
     def _backlog(self) -> None:
         """A shard makes one pass over its share; the last shard to finish then sweeps the whole
@@ -235,7 +242,7 @@ class DeploymentRun:
         except (StoreError, OSError) as error:
             raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
 
-    # -- one group: prepared (fetch, parse) ahead of being completed (claim, score, write, commit)
+    # -- one group: prepared (fetch, parse) ahead of being scored, then written and committed behind
     def _prepared(self, groups) -> Iterator[Prepared]:
         for group in groups:
             with self.summary.timed("prepare"):
@@ -244,18 +251,15 @@ class DeploymentRun:
                 yield prepared
 
     def _prepare(self, group: list[Input]) -> Prepared | None:
-        """What needs work in a group, fetched and parsed; None when nothing does. No claims yet,
-        so preparing ahead costs nothing if another scorer takes some files meanwhile."""
+        """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
+        it runs ahead of the model in its own thread."""
         group = [item for item in group if (item.key, item.etag) not in self.done]
         known = self.ledger.lookup(item.key for item in group)
-        abandoned = [entry for entry in known.values() if entry["status"] == CLAIMED]
-        for key in self._adopt(abandoned) if abandoned else ():
-            known[key] = {**known[key], "status": known[key]["planned_status"]}
         todo = []
         for item in group:
             if self.ledger.needs_work(known.get(item.key), item.etag):
                 todo.append(item)
-            elif known[item.key]["status"] != CLAIMED:
+            else:
                 self.done.add((item.key, item.etag))
         if not todo:
             return None
@@ -279,40 +283,39 @@ class DeploymentRun:
         return prepared
 
     def _complete(self, prepared: Prepared, later) -> None:
-        """Claim the group and score it; its files, commit and counts are handed to `later`
-        (the finishing thread), so the model goes on with the next group meanwhile."""
+        """Score the group; its intent, files, commit and counts are handed to `later` (the
+        finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live))
-        token = uuid.uuid4().hex
-        with self.summary.timed("claim"):
-            held = self.ledger.claim(prepared.live, token)
-        if not held:
-            return
         by_key = {item.key: item for item in prepared.todo}
-        good = [entry for entry in held if entry.status == SCORED]
+        good = [entry for entry in prepared.live if entry.status == SCORED]
         outputs, model_errors = self._predict([prepared.parsed[entry.key] for entry in good])
-        if model_errors:
-            moved = [replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
-                             error_code="model_error", error=message) for index, message in model_errors.items()]
-            self.ledger.reassign(moved, token)
-            moved_keys = {entry.key: entry for entry in moved}
-            held = [moved_keys.get(entry.key, entry) for entry in held]
+        refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
+                                            error_code="model_error", error=message)
+                   for index, message in model_errors.items()}
+        planned = [refused.get(entry.key, entry) for entry in prepared.live]
         predictions = []
         for index, entry in enumerate(good):
             if index not in model_errors:
                 predictions += elements(by_key[entry.key].filename, outputs[index])
         errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
-                  for entry in held if entry.status == FAILED]
-        later(lambda: self._finish_group(held, token, {prepared.predictions_key: predictions,
-                                                       prepared.errors_key: errors}))
+                  for entry in planned if entry.status == FAILED]
+        later(lambda: self._finish_group(planned, {prepared.predictions_key: predictions,
+                                                   prepared.errors_key: errors}))
 
-    def _finish_group(self, held: list[Entry], token: str, documents: dict[str, list[dict]]) -> None:
-        """Write the group's result files, then commit its ledger entries and count them."""
+    def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]]) -> None:
+        """Record the intent, write the group's result files, commit its entries, count them."""
+        if not held:
+            return  # every file of the group vanished since the listing
+        token = uuid.uuid4().hex
+        with self.summary.timed("intent"):
+            intent = self.ledger.intend(self.lease.scope, token, held)
         for key, items in documents.items():
             if items:
                 self._write(key, items)
         with self.summary.timed("commit"):
             self.ledger.commit(held, token)
+            self.ledger.forget(intent)
         self.done.update((entry.key, entry.etag) for entry in held)
         records = sum(entry.records for entry in held if entry.status == SCORED)
         scored = sum(1 for entry in held if entry.status == SCORED)
@@ -345,38 +348,30 @@ class DeploymentRun:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
 
     # -- recovery --------------------------------------------------------------------------
-    def _adopt(self, claims: list[dict]) -> set[str]:
-        """Claims a dead scorer left whose output file exists: their records are there, so they
-        are committed as planned. The keys adopted; the others are scored again."""
-        by_output: dict[str, list[dict]] = defaultdict(list)
-        for claim in claims:
-            by_output[claim["output_key"]].append(claim)
-        adopted: set[str] = set()
-        for output_key, group in by_output.items():
-            try:
-                obstore.head(self.outputs_store, output_key)
-            except FileNotFoundError:
-                continue  # never written: these files are simply scored again
-            for token, same in _by_token(group).items():
-                entries = [Entry(c["input_key"], c["etag"], output_key, c["planned_status"], int(c["records"]),
-                                 c.get("error_code", ""), c.get("error_message", "")) for c in same]
-                self.ledger.commit(entries, token, pending_delta=len(entries))
-            adopted |= {claim["input_key"] for claim in group}
-            logger.info("adopted abandoned claims", extra={"output_key": output_key, "count": len(group)})
-        return adopted
+    def _recover(self, scope: str) -> None:
+        """Finish what scorers that died left of this scope (all of them, for the whole
+        deployment): entries whose output file exists are committed as planned, since their
+        records are there; the others will simply be scored again."""
+        intents = self.ledger.intents(None if scope == leases.ALL else scope)
+        exists: dict[str, bool] = {}
+        for name, entries in intents.items():
+            for output_key in {entry.output_key for entry in entries} - set(exists):
+                try:
+                    obstore.head(self.outputs_store, output_key)
+                    exists[output_key] = True
+                except FileNotFoundError:
+                    exists[output_key] = False
+            written = [entry for entry in entries if exists[entry.output_key]]
+            if written:
+                self.ledger.commit(written, name.split("#")[-2], pending_delta=len(written))
+                logger.info("adopted a dead scorer's results", extra={"intent": name, "count": len(written)})
+            self.ledger.forget([name])
 
 
 def _reason(error: Exception) -> str:
     """The first line of a store error (obstore appends a long debug dump after it)."""
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {first[:400]}"
-
-
-def _by_token(claims: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = defaultdict(list)
-    for claim in claims:
-        grouped[claim["claim_token"]].append(claim)
-    return grouped
 
 
 def normal_etag(etag: str | None) -> str:
