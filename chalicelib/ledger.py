@@ -148,7 +148,8 @@ class Ledger:
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
             "model_version": self.model_version, "status": entry.status, "claim_token": token,
             "committed_at": now, "output_key": entry.output_key, "records": entry.records,
-            "error_code": entry.error_code, "error_message": entry.error[:1000]}) for entry in entries])
+            **({"error_code": entry.error_code, "error_message": entry.error[:1000]} if entry.status == FAILED else {}),
+        }) for entry in entries])
         scored = sum(1 for entry in entries if entry.status == SCORED)
         self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
@@ -172,6 +173,13 @@ class Ledger:
             raise DeploymentDeleted(self.deployment_id)
 
     # -- reading the whole partition -------------------------------------------------------
+    def empty(self) -> bool:
+        """Whether no input of the deployment has a result yet (one read of one item)."""
+        response = self._client.query(TableName=self._table, KeyConditionExpression="deployment_id = :id",
+                                      ExpressionAttributeValues=_item({":id": self.deployment_id}),
+                                      Limit=1, ConsistentRead=True, ProjectionExpression="input_key")
+        return not response["Items"]
+
     def recount(self) -> Counter:
         """How many inputs are scored and failed, from the ledger itself."""
         counts: Counter = Counter()

@@ -90,6 +90,7 @@ class DeploymentRun:
         # the ledger: a pass then costs a listing plus work on what is new.
         self.done: set[tuple[str, str]] = set()
         self.wait_seconds = 0.0  # how long to wait out another scorer's lease before handing over
+        self.fresh = False  # the ledger had no result when the lease was taken (a first run)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, wait: bool = False) -> Summary:
@@ -137,6 +138,8 @@ class DeploymentRun:
             return False
         try:
             self._recover(scope)
+            # Nothing committed yet, and the lease keeps others off these keys: no lookups this run.
+            self.fresh = self.ledger.empty()
         except BaseException:
             self.lease.abandon()
             raise
@@ -254,7 +257,7 @@ class DeploymentRun:
         """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
         it runs ahead of the model in its own thread."""
         group = [item for item in group if (item.key, item.etag) not in self.done]
-        known = self.ledger.lookup(item.key for item in group)
+        known = {} if self.fresh else self.ledger.lookup(item.key for item in group)
         todo = []
         for item in group:
             if self.ledger.needs_work(known.get(item.key), item.etag):
