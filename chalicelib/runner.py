@@ -138,8 +138,6 @@ class DeploymentRun:
             return False
         try:
             self._recover(scope)
-            # Nothing committed yet, and the lease keeps others off these keys: no lookups this run.
-            self.fresh = self.ledger.empty()
         except BaseException:
             self.lease.abandon()
             raise
@@ -149,13 +147,15 @@ class DeploymentRun:
         """A shard makes one pass over its share; the last shard to finish then sweeps the whole
         bucket like an unsharded run (cheap: the ledger answers for the files other shards did,
         a hundred per request) and settles the deployment."""
+        # Nothing committed yet, and the lease keeps others off these keys: no lookups this run.
+        self.fresh = self.ledger.empty()
         if self.shard is not None:
             self._pass()
             self.lease.release(unless_rescan=False)
             if not deployments.shard_done(self.instance_id, self.deployment_id, self.shard.index, self.shard.count):
                 self.summary.status = deployments.IN_PROGRESS
                 return
-            self.shard = None
+            self.shard, self.fresh = None, False  # the other shards' results are in the ledger now
             if not self._take(leases.ALL):
                 return
         self._sweep()
