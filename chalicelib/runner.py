@@ -4,9 +4,9 @@ The run holds the deployment's lease (or its shard's), streams the listing and w
 of `files_per_output` files, so memory stays bounded however many files there are: fetch the
 group concurrently and parse each file (ahead, in a thread), score the good ones in joined
 model calls, then (behind, in another thread) record the group's intent in the ledger, write
-one predictions file and one errors file, and commit. A bad file only ever costs itself (an error element);
-the run ends FAILED only when nothing can be scored: the model does not load, or the input
-cannot be listed, or the output cannot be written.
+one predictions file and one errors file, and commit. A bad file only ever costs itself (an
+error element); the run ends FAILED only when nothing can be scored: the model does not load,
+or the input cannot be listed, or the output cannot be written.
 """
 from __future__ import annotations
 
@@ -198,8 +198,8 @@ class DeploymentRun:
 
     def _finish(self) -> bool:
         """SUCCESS, with counters taken from the ledger (exact even after crashed runs); False
-        when uploads asked for another pass meanwhile. Claims still in the ledger now belong to
-        inputs deleted after a scorer died: nothing is pending."""
+        when uploads asked for another pass meanwhile. A pass that ended under the lease leaves
+        nothing pending."""
         counts = self.ledger.recount()
         exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
         if not deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS,
@@ -289,6 +289,8 @@ class DeploymentRun:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
         finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
+        if not prepared.live:
+            return  # every file of the group vanished since the listing
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live))
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
@@ -308,8 +310,6 @@ class DeploymentRun:
 
     def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]]) -> None:
         """Record the intent, write the group's result files, commit its entries, count them."""
-        if not held:
-            return  # every file of the group vanished since the listing
         token = uuid.uuid4().hex
         with self.summary.timed("intent"):
             intent = self.ledger.intend(self.lease.scope, token, held)
