@@ -48,7 +48,7 @@ def submit(instance_id: str, deployment_id: str, shards: int) -> str:
     }
     if shards > 1:  # AWS Batch array jobs have at least two children
         request["arrayProperties"] = {"size": shards}
-    deployments.start_shards(instance_id, deployment_id, shards, fields={"rescan": False})  # before any child runs
+    deployments.start_shards(instance_id, deployment_id, shards)  # before any child runs
     job_id = batch.submit_job(**request)["jobId"]
     deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS, fields={"batch_job_id": job_id})
     logger.info("backlog submitted to AWS Batch", extra={"deployment_id": deployment_id, "job_id": job_id,

@@ -201,18 +201,15 @@ def settle(instance_id: str, deployment_id: str) -> bool:
                              ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
 
 
-def start_shards(instance_id: str, deployment_id: str, count: int, fields: dict | None = None) -> None:
+def start_shards(instance_id: str, deployment_id: str, count: int) -> None:
     """A sharded backlog run begins: no shard is done yet."""
-    names = {f"#{name}": name for name in fields or {}}
-    update = "SET shards = :count, #status = :running, #path = :backlog, modified_at = :now"
-    update += "".join(f", #{name} = :{name}" for name in fields or {})
     _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                         UpdateExpression=update + " REMOVE shards_done",
+                         UpdateExpression="SET shards = :count, #status = :running, #path = :backlog, "
+                                          "modified_at = :now REMOVE shards_done",
                          ConditionExpression="attribute_exists(deployment_id)",
-                         ExpressionAttributeNames={"#status": "status", "#path": "path", **names},
+                         ExpressionAttributeNames={"#status": "status", "#path": "path"},
                          ExpressionAttributeValues={":count": count, ":running": IN_PROGRESS, ":backlog": BACKLOG,
-                                                    ":now": now_iso(),
-                                                    **{f":{name}": value for name, value in (fields or {}).items()}})
+                                                    ":now": now_iso()})
 
 
 def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> bool:

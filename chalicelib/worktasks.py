@@ -62,7 +62,7 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     for (instance_id, deployment_id), uploads in groups.items():
         try:
             if burst and deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS,
-                                                fields={"path": deployments.BACKLOG, "rescan": False}):
+                                                fields={"path": deployments.BACKLOG}):
                 tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
                 continue
             runner.score_uploads(instance_id, deployment_id, uploads)
