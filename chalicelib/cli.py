@@ -53,6 +53,14 @@ def worker() -> None:
     local_worker.run()
 
 
+def _local_stack_defaults() -> None:
+    """On the local stage, talk to the local stack with its fake keys (never real ones)."""
+    if os.environ.get("TFBATCH_STAGE", "local") == "local":
+        from chalicelib import localstack
+
+        os.environ.update(localstack.local_environment())
+
+
 @job.command("run")
 def job_run(
     instance_id: str = typer.Option(..., "--instance", help="The deployment's instance id."),
@@ -67,6 +75,7 @@ def job_run(
     to finish settles the deployment; a failed shard can be rerun alone with --shard."""
     from chalicelib import pipeline, runner
 
+    _local_stack_defaults()
     if shard is None and shards > 1:
         index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
         if index is None:
@@ -116,10 +125,8 @@ def score(
 
     from chalicelib import localscore
 
-    if not Path(model).expanduser().is_dir() and os.environ.get("TFBATCH_STAGE", "local") == "local":
-        from chalicelib import localstack
-
-        os.environ.update(localstack.local_environment())  # a published id: the local stack's store
+    if not Path(model).expanduser().is_dir():
+        _local_stack_defaults()  # a published id: the service's model store
     if sys.stdout.isatty():
         total = localscore.count_inputs(input_, output)  # the bar's length: one more listing
         with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -161,8 +168,7 @@ def create_instance(
     """Create an instance and print its credentials (the password is shown only now)."""
     from chalicelib import instances, localstack
 
-    if os.environ.get("TFBATCH_STAGE", "local") == "local":
-        os.environ.update(localstack.local_environment())
+    _local_stack_defaults()
     created = instances.create(name)
     console.print_json(data={
         "instance_id": created.instance_id,
