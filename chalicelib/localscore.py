@@ -98,17 +98,15 @@ def score(model: str, input_: str, output: str, *, signature_name: str | None = 
     def prepared() -> Iterator[_Group]:
         listing = _listing(source, _inside(output, input_))
         for number, group in enumerate(pipeline.groups(listing, settings.files_per_output)):
-            contents = pipeline.fetch(source, group, max_bytes=settings.max_input_bytes,
-                                      concurrency=settings.fetch_concurrency)
             ready = _Group(number, [], [], [])
-            for item, content in zip(group, contents):
-                if content is None:
-                    continue
-                try:
-                    ready.batches.append(pipeline.parse_input(item, content, specs, signature["name"]))
+            for item, batch in pipeline.read(source, group, specs, signature["name"],
+                                             max_bytes=settings.max_input_bytes,
+                                             concurrency=settings.fetch_concurrency):
+                if isinstance(batch, InputError):
+                    ready.errors.append(error_element(item.filename, batch.code, str(batch)))
+                else:
+                    ready.batches.append(batch)
                     ready.good.append(item)
-                except InputError as error:
-                    ready.errors.append(error_element(item.filename, error.code, str(error)))
             yield ready
 
     for group in pipeline.prefetched(prepared(), PREFETCH_GROUPS):

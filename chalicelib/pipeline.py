@@ -192,11 +192,20 @@ def _local_root(store) -> Path | None:
     return None
 
 
-def parse_input(item: Input, content: bytes | InputError, specs: list[TensorSpec], signature_name: str) -> Batch:
-    """One fetched input as a Batch; InputError saying why not."""
-    if isinstance(content, InputError):
-        raise content
-    return parse(content, specs, signature_name, jsonl=item.key.endswith(".jsonl"))
+def read(store, inputs: list[Input], specs: list[TensorSpec], signature_name: str, *, max_bytes: int,
+         concurrency: int) -> Iterator[tuple[Input, Batch | InputError]]:
+    """Each input still there, fetched and parsed: its Batch, or the InputError saying why not.
+    An input deleted since it was listed is no input any more and is left out."""
+    for item, content in zip(inputs, fetch(store, inputs, max_bytes=max_bytes, concurrency=concurrency)):
+        if content is None:
+            continue
+        if isinstance(content, InputError):
+            yield item, content
+            continue
+        try:
+            yield item, parse(content, specs, signature_name, jsonl=item.key.endswith(".jsonl"))
+        except InputError as error:
+            yield item, error
 
 
 def predict(model: Model, batches: list[Batch], batch_size: int) -> tuple[list[dict], dict[int, str]]:

@@ -270,16 +270,12 @@ class DeploymentRun:
         batch_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
         prepared = Prepared(todo, f"{self.target['prefix']}predictions-{batch_id}.json",
                             f"{self.target['prefix']}errors-{batch_id}.json")
-        contents = pipeline.fetch(self.inputs_store, todo, max_bytes=self.settings.max_input_bytes,
-                                  concurrency=self.settings.fetch_concurrency)
-        for item, content in zip(todo, contents):
-            if content is None:  # deleted since it was listed: no longer an input
-                continue
-            try:
-                batch = pipeline.parse_input(item, content, self.specs, self.signature_name)
-            except InputError as error:
-                prepared.live.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, error.code,
-                                           str(error)))
+        for item, batch in pipeline.read(self.inputs_store, todo, self.specs, self.signature_name,
+                                         max_bytes=self.settings.max_input_bytes,
+                                         concurrency=self.settings.fetch_concurrency):
+            if isinstance(batch, InputError):
+                prepared.live.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, batch.code,
+                                           str(batch)))
                 continue
             prepared.parsed[item.key] = batch
             prepared.live.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, batch.count))
