@@ -20,14 +20,16 @@ _LIVE_JOB_STATES = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"}
 
 def dispatch(instance_id: str, deployment_id: str) -> str:
     """Score the deployment's backlog here or submit it; says which ("scored", "submitted",
-    "running": a job is already on it)."""
+    "running": a job is already on it, "deleted")."""
     from chalicelib import runner  # TensorFlow: only where scoring happens
 
     settings = get_settings()
-    if settings.batch_job_queue and runner.has_more_inputs_than(instance_id, deployment_id,
-                                                                settings.backlog_threshold):
+    run = runner.open_run(instance_id, deployment_id)
+    if run is None:
+        return "deleted"
+    if settings.batch_job_queue and run.has_more_inputs_than(settings.backlog_threshold):
         return submit(instance_id, deployment_id, settings.backlog_shards)
-    runner.run_deployment(instance_id, deployment_id)
+    run.run()
     return "scored"
 
 

@@ -108,7 +108,7 @@ class Ledger:
         """Record what a group will write before writing it; the intent's item keys."""
         parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
-        self._batch_write([_item({
+        self._batch_put([_item({
             "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
             "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key, "status": e.status,
                          "records": e.records, "error_code": e.error_code, "error": e.error[:1000]} for e in part],
@@ -116,11 +116,8 @@ class Ledger:
         return names
 
     def forget(self, names: list[str]) -> None:
-        for chunk in _chunks(names, 25):
-            batch = {self._table: [{"DeleteRequest": {"Key": _item({"deployment_id": self._intents,
-                                                                    "input_key": name})}} for name in chunk]}
-            while batch:
-                batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
+        self._batch_write([{"DeleteRequest": {"Key": _item({"deployment_id": self._intents, "input_key": name})}}
+                           for name in names])
 
     def intents(self, scope: str | None) -> dict[str, list[Entry]]:
         """Intents left by scorers that died: item key -> planned entries. With a scope, only
@@ -144,7 +141,7 @@ class Ledger:
     def commit(self, entries: list[Entry], token: str, *, pending_delta: int = 0) -> None:
         """Record the outcome of the entries, then count them on the deployment."""
         now = _now()
-        self._batch_write([_item({
+        self._batch_put([_item({
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
             "model_version": self.model_version, "status": entry.status, "claim_token": token,
             "committed_at": now, "output_key": entry.output_key, "records": entry.records,
@@ -153,9 +150,13 @@ class Ledger:
         scored = sum(1 for entry in entries if entry.status == SCORED)
         self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
-    def _batch_write(self, items: list[dict]) -> None:
-        for chunk in _chunks(items, 25):
-            batch = {self._table: [{"PutRequest": {"Item": item}} for item in chunk]}
+    def _batch_put(self, items: list[dict]) -> None:
+        self._batch_write([{"PutRequest": {"Item": item}} for item in items])
+
+    def _batch_write(self, requests: list[dict]) -> None:
+        """Put and delete requests, 25 a call, retrying what DynamoDB left unprocessed."""
+        for chunk in _chunks(requests, 25):
+            batch = {self._table: chunk}
             while batch:
                 batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
                 if batch:

@@ -213,6 +213,10 @@ class DeploymentRun:
         events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS, **exact})
         return True
 
+    def has_more_inputs_than(self, count: int) -> bool:
+        """Whether the input location holds more than `count` inputs (lists no further)."""
+        return sum(1 for _ in itertools.islice(self._listing(), count + 1)) > count
+
     def _stage_seconds(self) -> dict[str, float]:
         return {stage: round(seconds, 3) for stage, seconds in self.summary.seconds.items()}
 
@@ -386,7 +390,8 @@ def is_input(location: dict, output: dict, key: str) -> bool:
     return not (same_store and key.startswith(output["prefix"]))
 
 
-def _open(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | None:
+def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | None:
+    """The deployment's run, ready to score; None when the deployment no longer exists."""
     try:
         return DeploymentRun(instance_id, deployment_id, shard)
     except NotFound:
@@ -396,19 +401,13 @@ def _open(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = N
 
 def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None, *,
                    wait: bool = False) -> Summary:
-    run = _open(instance_id, deployment_id, shard)
+    run = open_run(instance_id, deployment_id, shard)
     return run.run(wait) if run else Summary(status="DELETED")
-
-
-def has_more_inputs_than(instance_id: str, deployment_id: str, count: int) -> bool:
-    """Whether the deployment's input location holds more than `count` inputs (lists no further)."""
-    run = _open(instance_id, deployment_id)
-    return run is not None and sum(1 for _ in itertools.islice(run._listing(), count + 1)) > count
 
 
 def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:
     """Score uploaded objects (key, ETag, size) of one deployment's input bucket."""
-    run = _open(instance_id, deployment_id)
+    run = open_run(instance_id, deployment_id)
     if run is None:
         return Summary(status="DELETED")
     prefix = run.source["prefix"]
