@@ -2,8 +2,8 @@
 
 Exactly-once needs every file to have one scorer. Claiming each file with a conditional write
 costs a request per file; a lease costs a few requests per run. While a scorer holds the lease
-of its scope, nobody else scores those keys, so its claims are plain batch writes and any claim
-it finds was left by a scorer that died (adopted if its output exists, else scored again).
+of its scope, nobody else scores those keys, so a group needs no per-file claim, and any
+intent it finds in the ledger was left by a scorer that died (chalicelib.ledger).
 
 Scopes: "all" (an unsharded run, the sweep after shards, upload scoring) conflicts with every
 other lease; "shard-i" conflicts with "all" and with itself. The leases live on the deployment

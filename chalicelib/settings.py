@@ -36,10 +36,10 @@ class Settings:
     model_limit: int
     deployment_limit: int
     batch_size: int  # records per model call
-    files_per_output: int  # input files per output file (and per ledger claim group)
+    files_per_output: int  # input files per output file (and per ledger intent)
     fetch_concurrency: int
     max_input_bytes: int
-    lease_seconds: int  # after this, a claim whose scorer went silent is taken over
+    lease_seconds: int  # after this, the lease of a scorer that went silent is taken over
     poll_seconds: int  # how often the local worker polls stores that cannot notify
     worker_concurrency: int  # batches the local worker handles at once (Lambda's concurrency)
     backlog_threshold: int  # waiting upload messages (or listed files) beyond which the backlog job takes over
