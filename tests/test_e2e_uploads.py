@@ -22,6 +22,16 @@ def _deploy(http, model_url: str, source: dict, target: dict, url: str) -> dict:
     return created.json()
 
 
+def _tenant_with_buckets(local_stack, model_dirs, name: str):
+    """The API session, the multi-io model published as `name`, and buckets name-in, name-out."""
+    http = stackclient.session(local_stack)
+    model = stackclient.publish(http, local_stack, model_dirs["multi_io"], name)
+    s3 = stackclient.store(local_stack)
+    s3.create_bucket(Bucket=f"{name}-in")
+    s3.create_bucket(Bucket=f"{name}-out")
+    return http, model, s3
+
+
 def _records(s3, bucket: str, prefix: str) -> list[dict]:
     found = []
     for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
@@ -40,11 +50,7 @@ def _until(check, timeout: float = 60):
 
 
 def test_uploads_reach_every_deployment_on_the_bucket(local_stack, model_dirs):
-    http = stackclient.session(local_stack)
-    model = stackclient.publish(http, local_stack, model_dirs["multi_io"], "uploads")
-    s3 = stackclient.store(local_stack)
-    s3.create_bucket(Bucket="drop-in")
-    s3.create_bucket(Bucket="drop-out")
+    http, model, s3 = _tenant_with_buckets(local_stack, model_dirs, "drop")
     store = local_stack["env"]["TFBATCH_AWS_ENDPOINT"]
     first = _deploy(http, model["url"], {"bucket": "drop-in"}, {"bucket": "drop-out", "prefix": "first/"}, store)
     second = _deploy(http, model["url"], {"bucket": "drop-in"}, {"bucket": "drop-out", "prefix": "second/"}, store)
@@ -72,11 +78,7 @@ def test_uploads_reach_every_deployment_on_the_bucket(local_stack, model_dirs):
 
 
 def test_a_store_without_notifications_is_polled(local_stack, model_dirs):
-    http = stackclient.session(local_stack)
-    model = stackclient.publish(http, local_stack, model_dirs["multi_io"], "polled")
-    s3 = stackclient.store(local_stack)
-    s3.create_bucket(Bucket="poll-in")
-    s3.create_bucket(Bucket="poll-out")
+    http, model, s3 = _tenant_with_buckets(local_stack, model_dirs, "poll")
     # The same moto server under another name: to the service it is someone else's store.
     elsewhere = local_stack["env"]["TFBATCH_AWS_ENDPOINT"].replace("127.0.0.1", "localhost")
     deployment = _deploy(http, model["url"], {"bucket": "poll-in"}, {"bucket": "poll-out"}, elsewhere)
@@ -91,11 +93,7 @@ def test_a_burst_of_uploads_goes_to_the_backlog_job_and_is_scored_once(local_sta
     from collections import Counter
     from concurrent.futures import ThreadPoolExecutor
 
-    http = stackclient.session(local_stack)
-    model = stackclient.publish(http, local_stack, model_dirs["multi_io"], "burst")
-    s3 = stackclient.store(local_stack)
-    s3.create_bucket(Bucket="burst-in")
-    s3.create_bucket(Bucket="burst-out")
+    http, model, s3 = _tenant_with_buckets(local_stack, model_dirs, "burst")
     store = local_stack["env"]["TFBATCH_AWS_ENDPOINT"]
     deployment = _deploy(http, model["url"], {"bucket": "burst-in"}, {"bucket": "burst-out"}, store)
     stackclient.wait(http, deployment["metadata"]["url"], lambda e: e["status"] == "SUCCESS")
