@@ -40,14 +40,15 @@ def _uploads(body: dict) -> list[tuple[str, str, str, int]]:
 
 def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     """Score every upload announced in the batch; the ids of messages whose uploads failed."""
-    store = get_settings().aws_endpoint or "s3"
+    store = get_settings().aws_endpoint  # notifications come only from the service's own store
     groups: dict[tuple[str, str], list[tuple[str, str, int]]] = defaultdict(list)
     senders: dict[tuple[str, str], set[str]] = defaultdict(set)
     subscribers: dict[str, list[dict]] = {}  # a burst names the same bucket in every message
     for message_id, body in bodies.items():
         for bucket, key, etag, size in _uploads(body):
             if bucket not in subscribers:
-                subscribers[bucket] = subscriptions.subscribers(f"{store}|{bucket}")
+                subscribers[bucket] = subscriptions.subscribers(subscriptions.bucket_ref({"url": store,
+                                                                                         "bucket": bucket}))
             for subscriber in subscribers[bucket]:
                 deployment = (subscriber["instance_id"], subscriber["deployment_id"])
                 groups[deployment].append((key, etag, size))
