@@ -4,8 +4,12 @@
 
 Reports, against limits measured in the same run:
 - p50/p99 latency from a single upload to its result file, with the model warm;
-- cold start: the first scoring of a new model version (deployment created with one file,
-  until its result exists) against a plain `tf.saved_model.load` plus one call, here;
+- cold start: what the first scoring of a new model version costs over the next one, against
+  a plain `tf.saved_model.load` plus one call in a fresh process, here. Measured where it is
+  worst, in a scorer that has never seen the version (bench/cold_scorer.py: a process that
+  already serves another version, the goal, and one doing its very first work, like a new
+  Lambda container); end to end on the stack, whose worker loaded the version when it
+  inspected it; and, for reference, from a deployment's create request to its first result;
 - a burst of uploads: time until all are scored, files/s, and that each has exactly one record.
 Writes bench/results/uploads-<time>.json. Not a test: nothing here asserts a time.
 """
@@ -16,6 +20,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -125,37 +130,93 @@ print(time.perf_counter() - started)
 
 def plain_load_and_call(directory: str) -> float:
     """A plain load plus one call, in a fresh process as a user's script would do it."""
-    import subprocess
-
     done = subprocess.run([sys.executable, "-c", PLAIN, directory], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def new_deployment(stack: Stack, model_url: str, archive: bytes, bucket: str) -> dict:
+    """A deployment of a new version of the model, on an empty bucket, done with its first run."""
+    stack.upload(model_url, archive)  # new content: a new version, inspected by the stack's worker
+    stack.buckets(bucket)
+    deployment = stack.deploy(model_url, bucket)
+    while stack.status(deployment)["status"] != "SUCCESS":
+        time.sleep(0.05)
+    return deployment
+
+
+def cold_in_new_scorer(stack: Stack, model_url: str, archive: bytes, bucket: str) -> dict:
+    """Scored by bench/cold_scorer.py in a fresh process with an empty temporary folder: two
+    uploads of a new version's deployment, then two of another new version's. The buckets'
+    notifications are taken off first, so the stack's worker leaves these files to it."""
+    uploads = []
+    for part in ("a", "b"):
+        deployment = new_deployment(stack, model_url, archive, f"{bucket}{part}")
+        stack.s3.put_bucket_notification_configuration(Bucket=f"{bucket}{part}", NotificationConfiguration={})
+        for number in range(2):
+            body, key = sample(number), f"upload-{number}.json"
+            etag = stack.s3.put_object(Bucket=f"{bucket}{part}", Key=key, Body=body)["ETag"].strip('"')
+            uploads.append(f"{deployment['metadata']['guid']}:{key}:{etag}:{len(body)}")
+    with tempfile.TemporaryDirectory() as empty_tmp:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "cold_scorer.py"), stack.instance_id, *uploads],
+                              capture_output=True, text=True, env={**os.environ, "TMPDIR": empty_tmp})
+    if done.returncode:
+        raise SystemExit(f"cold_scorer.py failed:\n{done.stderr[-2000:]}")
+    first, warm, new_version, new_version_warm = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"new_version": new_version - new_version_warm, "fresh_process": first - warm,
+            "seconds": [round(value, 4) for value in (first, warm, new_version, new_version_warm)]}
+
+
+def first_upload_latency(stack: Stack, model_url: str, archive: bytes, bucket: str) -> float:
+    """Upload to result for the first file of a new version's deployment, on the stack."""
+    new_deployment(stack, model_url, archive, bucket)
+    started = time.monotonic()
+    stack.s3.put_object(Bucket=bucket, Key="first.json", Body=sample(0))
+    return stack.wait_for_new_output(f"{bucket}-out", 0) - started
+
+
+def first_result_after_create(stack: Stack, model_url: str, archive: bytes, bucket: str) -> tuple[float, float]:
+    """From the create request of a new version's deployment on a bucket holding one file to
+    its result, and how long the create request itself took."""
+    stack.upload(model_url, archive)
+    stack.buckets(bucket)
+    stack.s3.put_object(Bucket=bucket, Key="first.json", Body=sample(0))
+    started = time.monotonic()
+    stack.deploy(model_url, bucket)
+    created = time.monotonic() - started
+    return stack.wait_for_new_output(f"{bucket}-out", 0) - started, created
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--singles", type=int, default=50)
     parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--trials", type=int, default=3, help="new versions measured for the cold start")
     args = parser.parse_args()
     stack = Stack()
     run = f"b{int(time.time())}"
     with tempfile.TemporaryDirectory() as scratch:
         directory = f"{scratch}/digits"
         archive = digits_archive(directory)
-        plain = plain_load_and_call(directory)
+        plain = statistics.median(plain_load_and_call(directory) for _ in range(args.trials))
     report: dict = {"run": run, "plain_load_and_call_s": round(plain, 4)}
-
     model_url = stack.publish(archive)
-    # Cold start: a new version's first scoring, from creating its deployment to the result.
-    model_url = stack.upload(model_url, archive)
-    stack.buckets(f"{run}-cold")
-    stack.s3.put_object(Bucket=f"{run}-cold", Key="first.json", Body=sample(0))
-    started = time.monotonic()
-    stack.deploy(model_url, f"{run}-cold")
-    created = time.monotonic() - started
-    cold = stack.wait_for_new_output(f"{run}-cold-out", 0) - started
+
+    # Cold start in a scorer that never saw the version: what its first upload costs over the
+    # next one, once the process already serves (the goal), and as the process's first work.
+    scorers = [cold_in_new_scorer(stack, model_url, archive, f"{run}-fresh{n}") for n in range(args.trials)]
+    cold = statistics.median(trial["new_version"] for trial in scorers)
+    fresh = statistics.median(trial["fresh_process"] for trial in scorers)
     report["cold_start_s"] = round(cold, 4)
-    report["cold_start_of_which_create_request_s"] = round(created, 4)
     report["cold_start_vs_plain_load"] = round(cold / plain, 2)
+    report["cold_start_in_fresh_process_s"] = round(fresh, 4)
+    report["cold_start_in_fresh_process_vs_plain_load"] = round(fresh / plain, 2)
+    report["cold_scorer_runs_s"] = [trial["seconds"] for trial in scorers]
+    # End to end on the stack, whose worker loaded the version when it inspected it.
+    firsts = [first_upload_latency(stack, model_url, archive, f"{run}-first{n}") for n in range(args.trials)]
+    report["first_upload_of_new_version_s"] = round(statistics.median(firsts), 4)
+    after_create, create_request = first_result_after_create(stack, model_url, archive, f"{run}-create")
+    report["first_result_after_create_s"] = round(after_create, 4)
+    report["first_result_after_create_of_which_request_s"] = round(create_request, 4)
 
     # Single uploads, one at a time, with the model warm.
     stack.buckets(f"{run}-single")
@@ -171,6 +232,8 @@ def main() -> None:
     report["single_upload_p50_s"] = round(percentile(latencies, 50), 4)
     report["single_upload_p99_s"] = round(percentile(latencies, 99), 4)
     report["single_upload_mean_s"] = round(statistics.mean(latencies), 4)
+    report["first_upload_of_new_version_vs_warm_p50"] = round(
+        report["first_upload_of_new_version_s"] / report["single_upload_p50_s"], 2)
 
     if args.burst:
         report.update(burst(stack, run, args.burst, model_url))

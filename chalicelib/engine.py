@@ -1,17 +1,22 @@
 """The TensorFlow side of scoring: load a model version once per process, run batches on it.
 
 Models are cached by version id (a version's content never changes), so warm Lambda
-invocations and the backlog job reuse the loaded graph. Inspection loads a new version through
-the same cache, so a deployment created right after its upload finds the model loaded. Records from many files are joined
-into model calls of up to `batch_size` rows, then split back per file.
+invocations and the backlog job reuse the loaded graph. A run asks for its model first and
+gets a future: the version downloads, loads and makes its first call in a loader thread while
+the run takes its lease, lists and fetches its inputs, so the first scoring of a new version
+costs about the load alone, not the load plus that I/O. Inspection loads a new version through
+the same cache, so a deployment created right after its upload finds the model ready. Records
+from many files are joined into model calls of up to `batch_size` rows, then split back per file.
 """
 from __future__ import annotations
 
 import functools
 import shutil
 import tempfile
-import time
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,9 @@ from chalicelib.formats import Batch
 from chalicelib.settings import get_settings
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
+MAX_VERSIONS = 4  # loaded versions kept per process (each holds its variables in memory)
+MAX_MODELS = 8  # signatures of those versions kept ready
+MAX_LOCAL_COPIES = 8  # extracted versions kept on disk
 
 
 class Model:
@@ -30,14 +38,24 @@ class Model:
     def __init__(self, loaded, signature_name: str):
         self._loaded = loaded  # keeps the variables alive
         self._function = loaded.signatures[signature_name]
-        self.compute_seconds = 0.0
+
+    def warm_up(self) -> Model:
+        """One call on a record of zeros (empty strings), so the first real batch does not pay
+        for building the call; a model that refuses such a record just stays cold."""
+        inputs = {}
+        for name, spec in self._function.structured_input_signature[1].items():
+            dims = spec.shape.as_list() if spec.shape.rank is not None else [1]
+            shape = [1 if dim is None else dim for dim in dims]
+            inputs[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+        try:
+            self._function(**inputs)
+        except Exception:  # noqa: BLE001 - a warm-up is only an optimisation
+            pass
+        return self
 
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
         outputs = self._function(**{name: tf.constant(array) for name, array in columns.items()})
-        result = {name: tensor.numpy() for name, tensor in outputs.items()}
-        self.compute_seconds += time.perf_counter() - started
-        return result
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
 
     def predict_files(self, batches: Sequence[Batch], batch_size: int) -> list[dict[str, np.ndarray]]:
         """Each file's outputs, computed in joined model calls of at most `batch_size` records."""
@@ -68,57 +86,98 @@ def _joinable(first: Batch, other: Batch) -> bool:
     return all(first.columns[name].shape[1:] == other.columns[name].shape[1:] for name in first.columns)
 
 
-def load(version_id: str, archive_key: str, signature_name: str) -> Model:
-    """One signature of a model version, ready to predict."""
-    return Model(loaded(version_id, archive_key), signature_name)
+class _Loading:
+    """Futures of models by (version, archive, signature): each loads once per process, in a
+    loader thread; a failed load is forgotten, so the next run tries again."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._futures: OrderedDict[tuple[str, str, str], Future] = OrderedDict()
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
+
+    def get(self, version_id: str, archive_key: str, signature_name: str) -> Future:
+        key = (version_id, archive_key, signature_name)
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None or (future.done() and future.exception() is not None):
+                future = self._futures[key] = self._pool.submit(_ready, *key)
+            self._futures.move_to_end(key)
+            while len(self._futures) > MAX_MODELS:
+                self._futures.popitem(last=False)
+        return future
+
+    def clear(self) -> None:
+        with self._lock:
+            self._futures.clear()
 
 
-@functools.lru_cache(maxsize=4)
-def loaded(version_id: str, archive_key: str):
-    """The model version, loaded once per process (from the local copy, made once), with each
-    signature called once so its first real batch does not pay for building the call."""
-    model = savedmodel.load(local_copy(version_id, archive_key))
-    for function in model.signatures.values():
-        _warm_up(function)
-    return model
+_loading = _Loading()
+_version_lock = threading.Lock()  # one version loads at a time: no two threads load the same one
 
 
-def _warm_up(function) -> None:
-    """One call on a record of zeros (empty strings); a model that refuses it just stays cold."""
-    inputs = {}
-    for name, spec in function.structured_input_signature[1].items():
-        shape = [1 if dim is None else dim for dim in (spec.shape.as_list() if spec.shape.rank is not None else [1])]
-        inputs[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
-    try:
-        function(**inputs)
-    except Exception:  # noqa: BLE001 - a warm-up is only an optimisation
-        pass
+def model(version_id: str, archive_key: str, signature_name: str) -> Future:
+    """A future of one signature of a model version, ready to predict: loaded already, or
+    loading now in the background while the caller goes on."""
+    return _loading.get(version_id, archive_key, signature_name)
+
+
+def preload(version_id: str, archive_key: str, signature_names: Iterable[str]) -> None:
+    """Load a version and warm each of its signatures now; raises what the load raised."""
+    for name in signature_names:
+        model(version_id, archive_key, name).result()
+
+
+def _ready(version_id: str, archive_key: str, signature_name: str) -> Model:
+    with _version_lock:
+        loaded = _loaded(version_id, archive_key)
+    return Model(loaded, signature_name).warm_up()
+
+
+@functools.lru_cache(maxsize=MAX_VERSIONS)
+def _loaded(version_id: str, archive_key: str):
+    """The version's SavedModel, loaded once per process from its local copy (made once)."""
+    return savedmodel.load(local_copy(version_id, archive_key))
 
 
 def local_copy(version_id: str, archive_key: str) -> Path:
-    """The version's SavedModel directory, downloaded and safely extracted once per machine."""
+    """The version's SavedModel directory, downloaded and safely extracted once per machine.
+
+    A download that fails, or loses the race to another process, leaves nothing behind, and
+    only the MAX_LOCAL_COPIES newest copies are kept: a long-lived Lambda container's /tmp
+    (512 MB by default) must not fill up with versions it no longer serves."""
     target = _CACHE_DIR / version_id
-    ready = target / ".complete"
-    if not ready.exists():
-        scratch = Path(tempfile.mkdtemp(prefix=f"{version_id}-", dir=_mkdir(_CACHE_DIR)))
-        archive = scratch / "model.archive"
-        aws.client("s3").download_file(get_settings().models_bucket, archive_key, str(archive))
-        with open(archive, "rb") as stream:
-            root = archives.extract(stream, scratch / "model", models.archive_limits())
-        archive.unlink()
-        relative = root.relative_to(scratch)
-        (scratch / ".root").write_text(str(relative))
-        (scratch / ".complete").touch()
+    if not (target / ".complete").exists():
+        scratch = Path(tempfile.mkdtemp(prefix=f".{version_id}-", dir=_mkdir(_CACHE_DIR)))
         try:
-            scratch.rename(target)
-        except OSError:  # another process finished first: use its copy
-            pass
+            archive = scratch / "model.archive"
+            aws.client("s3").download_file(get_settings().models_bucket, archive_key, str(archive))
+            with open(archive, "rb") as stream:
+                root = archives.extract(stream, scratch / "model", models.archive_limits())
+            archive.unlink()
+            (scratch / ".root").write_text(str(root.relative_to(scratch)))
+            (scratch / ".complete").touch()
+            try:
+                scratch.rename(target)
+            except OSError:  # another process finished first: use its copy
+                pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already when it became the copy
+        _prune(keep=target)
     return target / (target / ".root").read_text()
+
+
+def _prune(keep: Path) -> None:
+    copies = [path for path in _CACHE_DIR.iterdir() if path != keep and (path / ".complete").exists()]
+    copies.sort(key=lambda path: ((path / ".complete").stat().st_mtime_ns, path.name))
+    for old in copies[:max(0, len(copies) - (MAX_LOCAL_COPIES - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def forget(version_id: str) -> None:
     """Drop every loaded model and this version's local copy (its stored archive changed)."""
-    loaded.cache_clear()
+    _loading.clear()
+    with _version_lock:
+        _loaded.cache_clear()
     shutil.rmtree(_CACHE_DIR / version_id, ignore_errors=True)
 
 

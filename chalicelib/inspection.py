@@ -11,12 +11,12 @@ from chalicelib.log import logger
 def inspect_version(model_id: str, version_id: str) -> str:
     """Inspect one uploaded version and record the outcome; returns the new status.
 
-    It goes through the scoring engine's cache, so the model stays loaded in this process for
-    the deployments that follow."""
+    It goes through the scoring engine's cache, so the model stays loaded in this process, each
+    signature called once, for the deployments that follow."""
     version = models.load_version(model_id, version_id)
     try:
         signatures = savedmodel.read_signatures(engine.local_copy(version_id, version["archive_key"]))
-        engine.loaded(version_id, version["archive_key"])
+        engine.preload(version_id, version["archive_key"], [signature["name"] for signature in signatures])
     except Exception as error:  # any failure to read or load makes the version invalid, with why
         reason = f"{type(error).__name__}: {error}".strip()[:2000]
         logger.warning("model version invalid", extra={"model_id": model_id, "version_id": version_id,

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -85,7 +86,7 @@ class DeploymentRun:
         self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
         self.ledger = Ledger(instance_id, deployment_id, self.item["version_id"])
         self.summary = Summary()
-        self.model: engine.Model | None = None
+        self.model: Future | None = None  # of engine.Model: it loads while the run lists and fetches
         # (key, etag) known to be done, so later passes over the bucket skip them without asking
         # the ledger: a pass then costs a listing plus work on what is new.
         self.done: set[tuple[str, str]] = set()
@@ -105,10 +106,7 @@ class DeploymentRun:
         return self._work(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
 
     def _work(self, steps, scope: str, fields: dict) -> Summary:
-        try:
-            self.model = engine.load(self.item["version_id"], self.item["archive_key"], self.signature_name)
-        except Exception as error:
-            return self._fail(f"The model could not be loaded: {type(error).__name__}: {error}")
+        self.model = engine.model(self.item["version_id"], self.item["archive_key"], self.signature_name)
         if not self._take(scope):
             return self.summary
         try:
@@ -116,6 +114,7 @@ class DeploymentRun:
                                           fields=fields):
                 return self.summary
             steps()
+            self._loaded_model()  # a model that cannot load fails the deployment, files or not
         except (DeploymentDeleted, leases.LeaseLost) as error:
             logger.info("run stopped", extra={"deployment_id": self.deployment_id, "reason": str(error)})
         except Fatal as error:
@@ -332,11 +331,19 @@ class DeploymentRun:
             "output_keys": sorted({entry.output_key for entry in held}),
         })
 
+    def _loaded_model(self) -> engine.Model:
+        try:
+            with self.summary.timed("waiting_for_model"):
+                return self.model.result()
+        except Exception as error:
+            raise Fatal(f"The model could not be loaded: {type(error).__name__}: {error}") from None
+
     def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str]]:
         if not batches:
             return [], {}
+        model = self._loaded_model()
         started = time.perf_counter()
-        outputs, errors = pipeline.predict(self.model, batches, self.settings.batch_size)
+        outputs, errors = pipeline.predict(model, batches, self.settings.batch_size)
         seconds = time.perf_counter() - started
         self.summary.seconds["predict"] += seconds
         instances.add(self.instance_id, "computation_time", Decimal(str(round(seconds, 3))))
