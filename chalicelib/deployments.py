@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 
 from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
 
-from chalicelib import aws, connections, instances, models, subscriptions, tasks, views
+from chalicelib import aws, connections, instances, leases, models, subscriptions, tasks, views
 from chalicelib.clock import now_iso
 from chalicelib.errors import BadRequest, Conflict, NotFound, field
 from chalicelib.http import Call
@@ -183,6 +184,30 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression=condition,
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def owe_pass(instance_id: str, deployment_id: str) -> bool:
+    """During a burst of uploads, note that the bucket needs another pass (`rescan`) and that the
+    backlog path is working; True when the caller must queue a run for that pass.
+
+    One atomic write, whose old image tells who will make the pass: a live lease's holder (it
+    cannot release while `rescan` is set), or whoever set `rescan` before (a run already queued,
+    or the poller's requeue if that run dies). So a burst of thousands of messages queues one
+    run, not one per message, each listing the whole bucket again."""
+    try:
+        old = _table().update_item(
+            Key={"instance_id": instance_id, "deployment_id": deployment_id},
+            UpdateExpression="SET rescan = :true, #status = :running, #path = :backlog, modified_at = :now",
+            ConditionExpression="attribute_exists(deployment_id)",
+            ExpressionAttributeNames={"#status": "status", "#path": "path"},
+            ExpressionAttributeValues={":true": True, ":running": IN_PROGRESS, ":backlog": BACKLOG,
+                                       ":now": now_iso()},
+            ReturnValues="ALL_OLD")["Attributes"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False  # deleted meanwhile: nothing to score
+    return not (old.get("rescan") is True or leases.live_leases(old))
 
 
 def add_pending(instance_id: str, deployment_id: str, count: int) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 
 import obstore
 from obstore.exceptions import BaseError as StoreError
@@ -293,7 +292,7 @@ class DeploymentRun:
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live))
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
-        outputs, model_errors = self._predict([prepared.parsed[entry.key] for entry in good])
+        outputs, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
         refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
                                             error_code="model_error", error=message)
                    for index, message in model_errors.items()}
@@ -305,9 +304,9 @@ class DeploymentRun:
         errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
                   for entry in planned if entry.status == FAILED]
         later(lambda: self._finish_group(planned, {prepared.predictions_key: predictions,
-                                                   prepared.errors_key: errors}))
+                                                   prepared.errors_key: errors}, seconds))
 
-    def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]]) -> None:
+    def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
         """Record the intent, write the group's result files, commit its entries, count them."""
         token = uuid.uuid4().hex
         with self.summary.timed("intent"):
@@ -324,8 +323,8 @@ class DeploymentRun:
         self.summary.scored += scored
         self.summary.failed += len(held) - scored
         self.summary.records += records
-        if records:
-            instances.add(self.instance_id, "prediction_count", records)
+        if records or model_seconds:
+            instances.add_usage(self.instance_id, predictions=records, seconds=model_seconds)
         events.publish(events.RESULTS_WRITTEN, {
             **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
             "output_keys": sorted({entry.output_key for entry in held}),
@@ -338,16 +337,16 @@ class DeploymentRun:
         except Exception as error:
             raise Fatal(f"The model could not be loaded: {type(error).__name__}: {error}") from None
 
-    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str]]:
+    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str], float]:
+        """Each file's outputs, the files the model refused (by index), and the model's seconds."""
         if not batches:
-            return [], {}
+            return [], {}, 0.0
         model = self._loaded_model()
         started = time.perf_counter()
         outputs, errors = pipeline.predict(model, batches, self.settings.batch_size)
         seconds = time.perf_counter() - started
         self.summary.seconds["predict"] += seconds
-        instances.add(self.instance_id, "computation_time", Decimal(str(round(seconds, 3))))
-        return outputs, errors
+        return outputs, errors, seconds
 
     def _write(self, key: str, items: list[dict]) -> None:
         try:

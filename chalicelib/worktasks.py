@@ -4,7 +4,8 @@ The queue carries two kinds of message: the service's own tasks (`{"task": ...}`
 model, score a deployment's backlog) and S3 upload notifications. Uploads in one batch are
 grouped by deployment and scored together. In a burst (more than TFBATCH_BACKLOG_THRESHOLD
 messages waiting) a deployment's uploads go to the backlog job instead, which lists the bucket
-and scores in large batches. Whoever scores holds the deployment's lease; uploads that find it
+and scores in large batches: the burst queues one run, and later messages only ask it (or the
+scorer already holding the lease) for another pass over the bucket. Whoever scores holds the deployment's lease; uploads that find it
 taken hand themselves over to the holder, which passes over the bucket once more
 (chalicelib.leases). Powertools' batch processor reports the messages that failed, so only
 those come back to the queue, and after repeated failures go to its dead-letter queue.
@@ -21,6 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib import aws, backlog, deployments, leases, subscriptions, tasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
+
 
 class UploadsNotScored(Exception):
     """Scoring the uploads this message announced failed; the message is retried."""
@@ -62,9 +64,9 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     burst = _waiting_messages() > settings.backlog_threshold
     for (instance_id, deployment_id), uploads in groups.items():
         try:
-            if burst and deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS,
-                                                fields={"path": deployments.BACKLOG}):
-                tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
+            if burst:
+                if deployments.owe_pass(instance_id, deployment_id):
+                    tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
                 continue
             runner.score_uploads(instance_id, deployment_id, uploads)
         except Exception:

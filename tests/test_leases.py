@@ -88,3 +88,20 @@ def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment):
     holder._stop_renewing()  # and now it died without doing so
     time.sleep(1.1)
     assert worktasks.poll_stores() == 1
+
+
+def test_a_burst_queues_one_run_and_otherwise_only_owes_passes(deployment):
+    from chalicelib import deployments
+
+    assert deployments.owe_pass("i-1", "d-1")  # nobody on it: queue a run
+    assert not deployments.owe_pass("i-1", "d-1")  # that run will pass over the bucket
+    assert _item(deployment)["path"] == deployments.BACKLOG
+    holder = _lease()
+    assert holder.acquire()  # the queued run starts and clears the flag for its pass
+    deployments.set_status("i-1", "d-1", deployments.IN_PROGRESS, fields={"rescan": False})
+    assert not deployments.owe_pass("i-1", "d-1")  # the holder owes another pass now
+    assert not holder.release(unless_rescan=True)  # so it passes again, clearing the flag
+    assert holder.release(unless_rescan=True)
+    assert deployments.owe_pass("i-1", "d-1")  # idle again: a new burst queues a new run
+    aws.table(get_settings().deployments_table).delete_item(Key=deployment)
+    assert not deployments.owe_pass("i-1", "d-1")  # deleted: nothing to queue
