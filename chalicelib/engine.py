@@ -27,8 +27,7 @@ from chalicelib.formats import Batch
 from chalicelib.settings import get_settings
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
-MAX_VERSIONS = 4  # loaded versions kept per process (each holds its variables in memory)
-MAX_MODELS = 8  # signatures of those versions kept ready
+MAX_LOADED = 4  # signatures kept ready per process; each keeps its version's variables in memory
 MAX_LOCAL_COPIES = 8  # extracted versions kept on disk
 
 
@@ -102,7 +101,7 @@ class _Loading:
             if future is None or (future.done() and future.exception() is not None):
                 future = self._futures[key] = self._pool.submit(_ready, *key)
             self._futures.move_to_end(key)
-            while len(self._futures) > MAX_MODELS:
+            while len(self._futures) > MAX_LOADED:
                 self._futures.popitem(last=False)
         return future
 
@@ -133,9 +132,10 @@ def _ready(version_id: str, archive_key: str, signature_name: str) -> Model:
     return Model(loaded, signature_name).warm_up()
 
 
-@functools.lru_cache(maxsize=MAX_VERSIONS)
+@functools.lru_cache(maxsize=MAX_LOADED)
 def _loaded(version_id: str, archive_key: str):
-    """The version's SavedModel, loaded once per process from its local copy (made once)."""
+    """The version's SavedModel, loaded once per process from its local copy (made once) and
+    shared by its signatures."""
     return savedmodel.load(local_copy(version_id, archive_key))
 
 

@@ -5,10 +5,11 @@ model, score a deployment's backlog) and S3 upload notifications. Uploads in one
 grouped by deployment and scored together. In a burst (more than TFBATCH_BACKLOG_THRESHOLD
 messages waiting) a deployment's uploads go to the backlog job instead, which lists the bucket
 and scores in large batches: the burst queues one run, and later messages only ask it (or the
-scorer already holding the lease) for another pass over the bucket. Whoever scores holds the deployment's lease; uploads that find it
-taken hand themselves over to the holder, which passes over the bucket once more
-(chalicelib.leases). Powertools' batch processor reports the messages that failed, so only
-those come back to the queue, and after repeated failures go to its dead-letter queue.
+scorer already holding the lease) for another pass over the bucket. Whoever scores holds the
+deployment's lease; uploads that find it taken hand themselves over to the holder, which passes
+over the bucket once more (chalicelib.leases). Powertools' batch processor reports the
+messages that failed, so only those come back to the queue, and after repeated failures go to
+its dead-letter queue.
 """
 from __future__ import annotations
 
