@@ -22,6 +22,8 @@ import numpy as np
 import orjson
 
 STRING = "string"
+MAX_NESTING = 32  # levels of lists in one tensor; deeper is refused before it can exhaust the stack
+EXACT_FLOAT_INTEGERS = 2 ** 53  # whole numbers that a float64 (JSON's number) holds exactly
 _NUMPY = {
     "float16": np.float16, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
@@ -80,16 +82,39 @@ def _strings(value: Any, name: str) -> Any:
                      f"found {type(value).__name__} {str(value)[:40]}.", "wrong_dtype")
 
 
+def _too_deep(value: Any) -> bool:
+    """Whether lists nest more than MAX_NESTING levels anywhere (a walk without recursion)."""
+    level, frontier = 0, [value]
+    while frontier:
+        lists = [item for item in frontier if isinstance(item, list)]
+        if not lists:
+            return False
+        level += 1
+        if level > MAX_NESTING:
+            return True
+        frontier = [child for item in lists for child in item]
+    return False
+
+
+def _nesting_error(spec: TensorSpec) -> InputError:
+    return InputError(f"tensor '{spec.name}' nests lists more than {MAX_NESTING} levels deep; expected shape "
+                      f"{spec.describe_shape()}.", "wrong_shape")
+
+
 def _numbers(value: Any, spec: TensorSpec) -> np.ndarray:
     try:
         array = np.asarray(value)
     except ValueError:
+        if _too_deep(value):
+            raise _nesting_error(spec) from None
         raise InputError(f"tensor '{spec.name}' is ragged: every record must have the same shape "
                          f"({spec.describe_shape()}).", "wrong_shape") from None
+    if array.ndim > MAX_NESTING:
+        raise _nesting_error(spec)
     target = np.dtype(_NUMPY[spec.dtype])
     kind = array.dtype.kind
     if kind not in "biuf":
-        found = "strings" if kind in "USO" and not _has_null(value) else "null or mixed values"
+        found = "strings" if kind in "US" else "null or mixed values"
         raise InputError(f"tensor '{spec.name}' expects {spec.dtype} numbers; found {found}.", "wrong_dtype")
     if target.kind == "b" and kind != "b":
         raise InputError(f"tensor '{spec.name}' expects true/false values (bool); found numbers.", "wrong_dtype")
@@ -101,22 +126,30 @@ def _numbers(value: Any, spec: TensorSpec) -> np.ndarray:
                 bad = array[np.not_equal(np.mod(array, 1), 0)].flat[0]
                 raise InputError(f"tensor '{spec.name}' expects whole numbers ({spec.dtype}); found {bad}.",
                                  "wrong_dtype")
+            # Whole numbers arrive as floats when the file writes them so or they pass 64 bits
+            # (orjson then reads a float); past 2**53 that float may not be the number written.
+            if array.size and np.abs(array).max() > EXACT_FLOAT_INTEGERS:
+                raise InputError(f"tensor '{spec.name}' has whole numbers that cannot be read exactly as "
+                                 f"{spec.dtype} (beyond ±2**53 written as floats, or beyond the "
+                                 f"{spec.dtype} range).", "wrong_dtype")
         info = np.iinfo(target)
-        if array.size and (array.min() < info.min or array.max() > info.max):
+        if array.size and kind != "b" and (array.min() < info.min or array.max() > info.max):
             raise InputError(f"tensor '{spec.name}' has values outside the {spec.dtype} range "
                              f"[{info.min}, {info.max}].", "wrong_dtype")
-    return array.astype(target, copy=False)
-
-
-def _has_null(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_null(item) for item in value)
-    return value is None
+        return array.astype(target, copy=False)
+    with np.errstate(over="ignore"):
+        converted = array.astype(target, copy=False)
+    if target.kind == "f" and not np.isfinite(converted).all():  # finite before: too large for the dtype
+        raise InputError(f"tensor '{spec.name}' has values outside the {spec.dtype} range "
+                         f"(±{float(np.finfo(target).max):.4g}).", "wrong_dtype")
+    return converted
 
 
 def to_array(value: Any, spec: TensorSpec) -> np.ndarray:
     """One tensor's batch as an array of the signature's dtype, its shape checked."""
     if spec.dtype == STRING:
+        if _too_deep(value):
+            raise _nesting_error(spec)
         array = np.asarray(_strings(value, spec.name), dtype=object)
         if array.dtype != object or any(not isinstance(item, bytes) for item in array.flat):
             raise InputError(f"tensor '{spec.name}' is ragged: every record must have the same shape "

@@ -21,6 +21,7 @@ from obstore.store import LocalStore
 
 from chalicelib.engine import Model
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
+from chalicelib.log import logger
 
 T = TypeVar("T")
 _END = object()
@@ -203,9 +204,14 @@ def read(store, inputs: list[Input], specs: list[TensorSpec], signature_name: st
             yield item, content
             continue
         try:
-            yield item, parse(content, specs, signature_name, jsonl=item.key.endswith(".jsonl"))
+            batch = parse(content, specs, signature_name, jsonl=item.key.endswith(".jsonl"))
         except InputError as error:
-            yield item, error
+            batch = error
+        except Exception as error:  # a reader bug costs this file only; the traceback goes to the log
+            logger.exception("reading an input failed", extra={"key": item.key})
+            batch = InputError(f"the file could not be read ({type(error).__name__}); "
+                               "the service's log has the details.", "unreadable")
+        yield item, batch
 
 
 def predict(model: Model, batches: list[Batch], batch_size: int) -> tuple[list[dict], dict[int, str]]:

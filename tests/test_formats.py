@@ -89,3 +89,16 @@ def test_int_range_is_checked():
     small = TensorSpec("n", "int8", (None,))
     with pytest.raises(InputError, match=r"outside the int8 range \[-128, 127\]"):
         parse(doc({"n": [1000]}), [small], "s")
+
+
+@pytest.mark.parametrize("written, dtype, expected", [
+    (b"[1e39]", "float32", "outside the float32 range"),
+    (b"[70000]", "float16", "outside the float16 range"),
+    (b"[18446744073709551616]", "uint64", "cannot be read exactly as uint64"),
+    (b"[-9223372036854775809]", "int64", "cannot be read exactly as int64"),
+    (b"[100000000000000000000000000000]", "int64", "cannot be read exactly as int64"),
+])
+def test_numbers_that_do_not_fit_the_dtype_are_refused_not_wrapped(written, dtype, expected):
+    with pytest.raises(InputError, match=expected) as refused:
+        parse(b'{"inputs": ' + written + b"}", [TensorSpec("inputs", dtype, None)], "s")
+    assert refused.value.code == "wrong_dtype"

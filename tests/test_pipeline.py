@@ -75,3 +75,27 @@ def test_a_failing_job_stops_the_rest_and_is_raised_in_the_caller():
             for number in range(5):
                 later.submit(lambda number=number: done.append(number))
     assert done == []
+
+
+def test_a_file_that_breaks_the_reader_costs_only_itself(tmp_path, monkeypatch):
+    from obstore.store import LocalStore
+
+    from chalicelib import pipeline
+    from chalicelib.formats import InputError, TensorSpec
+
+    for name, body in (("good.json", b'{"inputs": [1.0]}'), ("bad.json", b'{"inputs": [2.0]}')):
+        (tmp_path / name).write_bytes(body)
+    real_parse = pipeline.parse
+
+    def parse(data, *args, **kwargs):
+        if b"2.0" in data:
+            raise RecursionError("a bug in reading")  # injected: no real input is known to do this
+        return real_parse(data, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "parse", parse)
+    inputs = [pipeline.Input(name, "", 17, name) for name in ("good.json", "bad.json")]
+    read = dict(pipeline.read(LocalStore(str(tmp_path)), inputs, [TensorSpec("inputs", "float32", (None,))],
+                              "serving_default", max_bytes=1000, concurrency=2))
+    good, bad = read[inputs[0]], read[inputs[1]]
+    assert good.columns["inputs"].tolist() == [1.0]
+    assert isinstance(bad, InputError) and bad.code == "unreadable" and "RecursionError" in str(bad)
