@@ -99,7 +99,7 @@ def model(item: dict, base: str, *, latest: dict | None, deployment_count: int) 
 
 def _page_args(call) -> tuple[int, str | None]:
     raw_limit = call.query("limit") or "100"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", target=field("limit"))
     start = call.query("start")
     if start is not None:
