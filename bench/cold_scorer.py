@@ -2,9 +2,8 @@
 
 Like a new Lambda container after its init phase (TensorFlow imported, the AWS clients made,
 an empty /tmp), it scores the given uploads one after another, the way the scoring function
-does (`runner.score_uploads`), and prints how long each took, as a JSON list. Given two
-uploads of one deployment, then two of a deployment of another version, it shows what the
-first scoring costs in a fresh process and what a new version costs a process already serving.
+does (`runner.score_uploads`), and prints how long each took, as a JSON list. bench/uploads.py
+chooses the uploads so that the differences show what a new model version costs.
 
     python bench/cold_scorer.py INSTANCE DEPLOYMENT:KEY:ETAG:SIZE ...
 """

@@ -4,8 +4,9 @@
 
 Reports, against limits measured in the same run:
 - p50/p99 latency from a single upload to its result file, with the model warm;
-- cold start: what the first scoring of a new model version costs over the next one, against
-  a plain `tf.saved_model.load` plus one call in a fresh process, here. Measured where it is
+- cold start: what the first scoring of a new model version costs over the first scoring of a
+  deployment whose model is loaded, against a plain `tf.saved_model.load` plus one call in a
+  fresh process, here. Measured where it is
   worst, in a scorer that has never seen the version (bench/cold_scorer.py: a process that
   already serves another version, the goal, and one doing its very first work, like a new
   Lambda container); end to end on the stack, whose worker loaded the version when it
@@ -134,9 +135,11 @@ def plain_load_and_call(directory: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def new_deployment(stack: Stack, model_url: str, archive: bytes, bucket: str) -> dict:
-    """A deployment of a new version of the model, on an empty bucket, done with its first run."""
-    stack.upload(model_url, archive)  # new content: a new version, inspected by the stack's worker
+def new_deployment(stack: Stack, model_url: str, archive: bytes | None, bucket: str) -> dict:
+    """A deployment of the model on an empty bucket, done with its first run: of a new version
+    when `archive` is given, else of the model's current one."""
+    if archive is not None:
+        stack.upload(model_url, archive)  # new content: a new version, inspected by the stack's worker
     stack.buckets(bucket)
     deployment = stack.deploy(model_url, bucket)
     while stack.status(deployment)["status"] != "SUCCESS":
@@ -145,14 +148,17 @@ def new_deployment(stack: Stack, model_url: str, archive: bytes, bucket: str) ->
 
 
 def cold_in_new_scorer(stack: Stack, model_url: str, archive: bytes, bucket: str) -> dict:
-    """Scored by bench/cold_scorer.py in a fresh process with an empty temporary folder: two
-    uploads of a new version's deployment, then two of another new version's. The buckets'
+    """Uploads scored by bench/cold_scorer.py, a fresh process with an empty temporary folder:
+    two of deployment A (a new version), then the first of deployment C (A's version, loaded by
+    then), then the first of deployment B (another new version). C and B differ only in whether
+    the model is loaded, so B's extra time is the new version's cold start; A's first upload
+    less C's is the cold start of a process doing its very first work. The buckets'
     notifications are taken off first, so the stack's worker leaves these files to it."""
     uploads = []
-    for part in ("a", "b"):
-        deployment = new_deployment(stack, model_url, archive, f"{bucket}{part}")
+    for part, version, files in (("a", archive, 2), ("c", None, 1), ("b", archive, 1)):
+        deployment = new_deployment(stack, model_url, version, f"{bucket}{part}")
         stack.s3.put_bucket_notification_configuration(Bucket=f"{bucket}{part}", NotificationConfiguration={})
-        for number in range(2):
+        for number in range(files):
             body, key = sample(number), f"upload-{number}.json"
             etag = stack.s3.put_object(Bucket=f"{bucket}{part}", Key=key, Body=body)["ETag"].strip('"')
             uploads.append(f"{deployment['metadata']['guid']}:{key}:{etag}:{len(body)}")
@@ -161,9 +167,10 @@ def cold_in_new_scorer(stack: Stack, model_url: str, archive: bytes, bucket: str
                               capture_output=True, text=True, env={**os.environ, "TMPDIR": empty_tmp})
     if done.returncode:
         raise SystemExit(f"cold_scorer.py failed:\n{done.stderr[-2000:]}")
-    first, warm, new_version, new_version_warm = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"new_version": new_version - new_version_warm, "fresh_process": first - warm,
-            "seconds": [round(value, 4) for value in (first, warm, new_version, new_version_warm)]}
+    first, second, loaded, new_version = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"new_version": new_version - loaded, "fresh_process": first - loaded,
+            "seconds": {"a_first": round(first, 4), "a_second": round(second, 4),
+                        "c_first_model_loaded": round(loaded, 4), "b_first_new_version": round(new_version, 4)}}
 
 
 def first_upload_latency(stack: Stack, model_url: str, archive: bytes, bucket: str) -> float:
@@ -201,8 +208,9 @@ def main() -> None:
     report: dict = {"run": run, "plain_load_and_call_s": round(plain, 4)}
     model_url = stack.publish(archive)
 
-    # Cold start in a scorer that never saw the version: what its first upload costs over the
-    # next one, once the process already serves (the goal), and as the process's first work.
+    # Cold start in a scorer that never saw the version: what its first upload costs over a
+    # first upload with the model loaded, once the process already serves (the goal), and as
+    # the process's first work.
     scorers = [cold_in_new_scorer(stack, model_url, archive, f"{run}-fresh{n}") for n in range(args.trials)]
     cold = statistics.median(trial["new_version"] for trial in scorers)
     fresh = statistics.median(trial["fresh_process"] for trial in scorers)
