@@ -103,11 +103,19 @@ def save_keys(deployment_id: str, keys: dict[str, dict]) -> None:
 
 
 def load_keys(deployment_id: str) -> dict[str, dict]:
+    """The deployment's keys. They never change for a deployment id (new keys mean a new
+    deployment), so each process reads them once; a deleted deployment is noticed by its item."""
+    return {side: dict(keys) for side, keys in _keys(deployment_id).items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _keys(deployment_id: str) -> dict[str, dict]:
     raw = aws.client("secretsmanager").get_secret_value(SecretId=secret_id(deployment_id))["SecretString"]
     return orjson.loads(raw)
 
 
 def delete_keys(deployment_id: str) -> None:
+    _keys.cache_clear()  # this process forgets them too (deletions are rare: clearing all is fine)
     sm = aws.client("secretsmanager")
     try:
         sm.delete_secret(SecretId=secret_id(deployment_id), ForceDeleteWithoutRecovery=True)

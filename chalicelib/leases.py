@@ -67,14 +67,16 @@ class Lease:
         self.held = False
 
     # -- taking it -------------------------------------------------------------------------
-    def acquire(self, wait_seconds: float = 0) -> bool:
+    def acquire(self, wait_seconds: float = 0, *, read: dict | None = None) -> bool:
         """Take the lease, or hand the work to its holder; False when handed over.
 
         With `wait_seconds`, a run that exists to do this work (the backlog job, a shard) first
-        waits that long for a holder that died to expire, rather than handing over to it."""
+        waits that long for a holder that died to expire, rather than handing over to it. `read`
+        is the deployment item just read consistently by the caller, which saves the first read:
+        every write here is conditional on the version read, so a stale item only costs a retry."""
         deadline = time.monotonic() + wait_seconds
         for _ in range(_ATTEMPTS):
-            item = self._read()
+            item, read = read or self._read(), None
             version = int(item.get("lease_version", 0))
             if not self._conflicts(item):
                 if self._take(version):

@@ -75,6 +75,7 @@ class DeploymentRun:
         self.settings = get_settings()
         self.shard = shard
         self.item = deployments.load(instance_id, deployment_id)
+        self._fresh_item: dict | None = self.item  # spares the first lease its read
         self.instance_id, self.deployment_id = instance_id, deployment_id
         keys = connections.load_keys(deployment_id)
         self.source, self.target = self.item["input"], self.item["output"]
@@ -127,7 +128,8 @@ class DeploymentRun:
         bucket once more), or the deployment is gone."""
         self.lease = leases.Lease(self.instance_id, self.deployment_id, scope)
         try:
-            taken = self.lease.acquire(self.wait_seconds)
+            taken = self.lease.acquire(self.wait_seconds, read=self._fresh_item)
+            self._fresh_item = None  # later leases (the sweep after shards) read the item again
         except leases.LeaseLost as error:
             logger.info("no lease", extra={"deployment_id": self.deployment_id, "reason": str(error)})
             return False

@@ -37,6 +37,7 @@ def _reset_caches() -> None:
     tokens._signing_key.cache_clear()
     connections._s3_client.cache_clear()  # clients made under one moto must not outlive it
     connections._store.cache_clear()
+    connections._keys.cache_clear()
 
 
 @pytest.fixture

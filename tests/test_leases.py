@@ -105,3 +105,16 @@ def test_a_burst_queues_one_run_and_otherwise_only_owes_passes(deployment):
     assert deployments.owe_pass("i-1", "d-1")  # idle again: a new burst queues a new run
     aws.table(get_settings().deployments_table).delete_item(Key=deployment)
     assert not deployments.owe_pass("i-1", "d-1")  # deleted: nothing to queue
+
+
+def test_a_stale_item_given_to_acquire_only_costs_a_retry(deployment):
+    stale = _item(deployment)  # read before someone else took the lease
+    holder = _lease()
+    assert holder.acquire()
+    assert not _lease().acquire(read=stale)  # the conditional take fails, the re-read sees the holder
+    assert _item(deployment)["rescan"] is True  # and the work was handed over, not raced
+    assert not holder.release(unless_rescan=True)
+    assert holder.release(unless_rescan=True)
+    released = _item(deployment)
+    assert _lease().acquire(read=stale)  # stale the other way: the retry finds it free
+    assert leases.live_leases(_item(deployment)) and not leases.live_leases(released)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from apiclient import body, error_of
-from chalicelib import connections, instances, runner
+from chalicelib import aws, connections, instances, runner
 from flows import tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -151,7 +151,7 @@ def test_unreachable_input_bucket_fails_with_the_reason(user, model_dirs):
 
 
 def test_unloadable_model_fails_the_deployment(user, model_dirs):
-    from chalicelib import aws, engine
+    from chalicelib import engine
     from chalicelib.settings import get_settings
 
     _buckets(user, "in2", "out2")
@@ -214,8 +214,8 @@ def test_deployment_lists_paths_and_delete(user, model_dirs):
     gone = user.client.http.delete(f"{instance_path}/{first}", headers=user.headers)
     assert gone.status_code == 204
     assert user.client.http.get(f"{instance_path}/{first}", headers=user.headers).status_code == 404
-    with pytest.raises(Exception):
-        connections.load_keys(first)
+    with pytest.raises(Exception):  # the keys are gone from Secrets Manager
+        aws.client("secretsmanager").get_secret_value(SecretId=connections.secret_id(first))
     assert runner.run_deployment(user.instance_id, first).status == "DELETED"
     assert instances.get(user.instance_id)["deployment_count"] == 1
 
