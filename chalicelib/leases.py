@@ -26,6 +26,7 @@ import uuid
 from decimal import Decimal
 
 from chalicelib import aws
+from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
 ALL = "all"
@@ -64,6 +65,7 @@ class Lease:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._valid_until = 0.0  # the expiry last written (time.time() seconds)
         self.held = False
 
     # -- taking it -------------------------------------------------------------------------
@@ -96,10 +98,11 @@ class Lease:
         return item
 
     def _take(self, version: int) -> bool:
+        expires = self._expiry()
         taken = self._write(version, "SET #lease = :mine, lease_version = :next", {"#lease": _attribute(self.scope)},
-                            {":mine": {"holder": self.holder, "expires": self._expiry()}})
+                            {":mine": {"holder": self.holder, "expires": expires}})
         if taken:
-            self.held = True
+            self.held, self._valid_until = True, float(expires)
             self._renewer = threading.Thread(target=self._renew_until_stopped, name="lease", daemon=True)
             self._renewer.start()
         return taken
@@ -123,10 +126,24 @@ class Lease:
 
     # -- holding it ------------------------------------------------------------------------
     def _renew_until_stopped(self) -> None:
+        """Renew every third of the lease. A renewal refused means the lease is gone; one that
+        fails (the network, throttling) is tried again at the next tick, but once less than a
+        tick of the lease is left the holder is told it lost it, before anyone else may take it."""
         while not self._stop.wait(self.seconds / 3):
-            if not self._update("SET #lease.expires = :expires ADD lease_version :one", {":expires": self._expiry()}):
+            expires = self._expiry()
+            try:
+                renewed = self._update("SET #lease.expires = :expires ADD lease_version :one", {":expires": expires})
+            except Exception:
+                logger.warning("lease renewal failed; retrying", exc_info=True,
+                               extra={"deployment_id": self.key["deployment_id"], "scope": self.scope})
+                if time.time() >= self._valid_until - self.seconds / 3:
+                    self.lost.set()
+                    return
+                continue
+            if not renewed:
                 self.lost.set()
                 return
+            self._valid_until = float(expires)
 
     def check(self) -> None:
         """Raise LeaseLost when the lease is gone: call before anything that writes results."""

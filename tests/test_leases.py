@@ -116,5 +116,22 @@ def test_a_stale_item_given_to_acquire_only_costs_a_retry(deployment):
     assert not holder.release(unless_rescan=True)
     assert holder.release(unless_rescan=True)
     released = _item(deployment)
-    assert _lease().acquire(read=stale)  # stale the other way: the retry finds it free
+    late = _lease()
+    assert late.acquire(read=stale)  # stale the other way: the retry finds it free
     assert leases.live_leases(_item(deployment)) and not leases.live_leases(released)
+    late.release(unless_rescan=False)
+
+
+def test_a_holder_whose_renewals_fail_is_told_before_its_lease_ends(deployment, monkeypatch):
+    holder = _lease()
+    assert holder.acquire()
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the network is down")  # injected: renewals cannot reach DynamoDB
+
+    monkeypatch.setattr(holder, "_update", unreachable)
+    started = time.time()
+    assert holder.lost.wait(timeout=5)
+    assert time.time() < float(_item(deployment)["lease_all"]["expires"])  # told while it still held it
+    assert time.time() - started < holder.seconds
+    holder._stop_renewing()
