@@ -41,13 +41,18 @@ def queue_url(name: str) -> str:
 
 def conditionally(write, **request) -> bool:
     """Run a conditional DynamoDB write; False when its condition did not hold."""
+    return conditional_response(write, **request) is not None
+
+
+def conditional_response(write, **request) -> dict | None:
+    """Run a conditional DynamoDB write and return its response (for `ReturnValues`); None
+    when its condition did not hold."""
     try:
-        write(**request)
+        return write(**request)
     except ClientError as error:
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
-        return False
-    return True
+        return None
 
 
 def reset() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 
 from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
 
 from chalicelib import aws, connections, instances, leases, models, subscriptions, tasks, views
 from chalicelib.clock import now_iso
@@ -194,19 +193,16 @@ def owe_pass(instance_id: str, deployment_id: str) -> bool:
     cannot release while `rescan` is set), or whoever set `rescan` before (a run already queued,
     or the poller's requeue if that run dies). So a burst of thousands of messages queues one
     run, not one per message, each listing the whole bucket again."""
-    try:
-        old = _table().update_item(
-            Key={"instance_id": instance_id, "deployment_id": deployment_id},
-            UpdateExpression="SET rescan = :true, #status = :running, #path = :backlog, modified_at = :now",
-            ConditionExpression="attribute_exists(deployment_id)",
-            ExpressionAttributeNames={"#status": "status", "#path": "path"},
-            ExpressionAttributeValues={":true": True, ":running": IN_PROGRESS, ":backlog": BACKLOG,
-                                       ":now": now_iso()},
-            ReturnValues="ALL_OLD")["Attributes"]
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    response = aws.conditional_response(
+        _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+        UpdateExpression="SET rescan = :true, #status = :running, #path = :backlog, modified_at = :now",
+        ConditionExpression="attribute_exists(deployment_id)",
+        ExpressionAttributeNames={"#status": "status", "#path": "path"},
+        ExpressionAttributeValues={":true": True, ":running": IN_PROGRESS, ":backlog": BACKLOG, ":now": now_iso()},
+        ReturnValues="ALL_OLD")
+    if response is None:
         return False  # deleted meanwhile: nothing to score
+    old = response["Attributes"]
     return not (old.get("rescan") is True or leases.live_leases(old))
 
 
@@ -241,15 +237,13 @@ def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> 
     """Record that a shard finished its pass; True for the one that completes the set (it then
     sweeps and settles the deployment). A shard that is rerun counts once. False when the
     deployment was deleted meanwhile."""
-    result = {}
-    if not aws.conditionally(lambda **request: result.update(_table().update_item(**request)),
-                             Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                             UpdateExpression="ADD shards_done :me SET modified_at = :now",
-                             ConditionExpression="attribute_exists(deployment_id)",
-                             ExpressionAttributeValues={":me": {str(index)}, ":now": now_iso()},
-                             ReturnValues="UPDATED_NEW"):
-        return False
-    return len(result["Attributes"]["shards_done"]) >= count
+    response = aws.conditional_response(_table().update_item,
+                                        Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                                        UpdateExpression="ADD shards_done :me SET modified_at = :now",
+                                        ConditionExpression="attribute_exists(deployment_id)",
+                                        ExpressionAttributeValues={":me": {str(index)}, ":now": now_iso()},
+                                        ReturnValues="UPDATED_NEW")
+    return response is not None and len(response["Attributes"]["shards_done"]) >= count
 
 
 def polled() -> list[dict]:
