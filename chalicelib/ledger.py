@@ -115,6 +115,11 @@ class Ledger:
         }) for name, part in zip(names, parts)])
         return names
 
+    @staticmethod
+    def intent_token(name: str) -> str:
+        """The token of the group an intent item (named by `intend`) belongs to."""
+        return name.split("#")[-2]
+
     def forget(self, names: list[str]) -> None:
         self._batch_write([{"DeleteRequest": {"Key": _item({"deployment_id": self._intents, "input_key": name})}}
                            for name in names])

@@ -374,7 +374,7 @@ class DeploymentRun:
                     exists[output_key] = False
             written = [entry for entry in entries if exists[entry.output_key]]
             if written:
-                self.ledger.commit(written, name.split("#")[-2], pending_delta=len(written))
+                self.ledger.commit(written, Ledger.intent_token(name), pending_delta=len(written))
                 logger.info("adopted a dead scorer's results", extra={"intent": name, "count": len(written)})
             self.ledger.forget([name])
 
