@@ -4,21 +4,26 @@ Runs in the image function on AWS and in the local worker; both call `inspect_ve
 """
 from __future__ import annotations
 
-from chalicelib import engine, models, savedmodel
+from chalicelib import engine, graphcheck, models, savedmodel
 from chalicelib.log import logger
 
 
 def inspect_version(model_id: str, version_id: str) -> str:
     """Inspect one uploaded version and record the outcome; returns the new status.
 
-    It goes through the scoring engine's cache, so the model stays loaded in this process, each
-    signature called once, for the deployments that follow."""
+    The graphs are checked against the op allow-list before anything loads them: a refused
+    model is never loaded or called, not even for the warm-up. Then it goes through the scoring
+    engine's cache, so the model stays loaded in this process, each signature called once, for
+    the deployments that follow."""
     version = models.load_version(model_id, version_id)
     try:
-        signatures = savedmodel.read_signatures(engine.local_copy(version_id, version["archive_key"]))
+        model_dir = engine.local_copy(version_id, version["archive_key"])
+        savedmodel.check(model_dir)
+        signatures = savedmodel.read_signatures(model_dir)
         engine.preload(version_id, version["archive_key"], [signature["name"] for signature in signatures])
     except Exception as error:  # any failure to read or load makes the version invalid, with why
-        reason = f"{type(error).__name__}: {error}".strip()[:2000]
+        reason = (str(error) if isinstance(error, graphcheck.RefusedModel)
+                  else f"{type(error).__name__}: {error}").strip()[:2000]
         logger.warning("model version invalid", extra={"model_id": model_id, "version_id": version_id,
                                                        "reason": reason})
         models.record_inspection(model_id, version_id, status=models.INVALID,

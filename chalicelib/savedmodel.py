@@ -2,7 +2,9 @@
 
 Signatures are read from the MetaGraphDef (saved_model.pb) rather than from the loaded object,
 because only the proto keeps what both TF1 SavedModelBuilder and TF2 exports record: the
-method name (predict, classify, regress) and each tensor's dtype and shape.
+method name (predict, classify, regress) and each tensor's dtype and shape. Every model is a
+stranger's program: `load` checks its graphs against the op allow-list first, every time, so
+no path can load a model that has not passed the check (`graphcheck`).
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from chalicelib import graphcheck
+
 SERVING_TAG = "serve"
 _INTERNAL_KEYS = {"__saved_model_init_op"}
 
 
-def _read_proto(model_dir: Path) -> saved_model_pb2.SavedModel:
+def read_proto(model_dir: Path) -> saved_model_pb2.SavedModel:
     proto = saved_model_pb2.SavedModel()
     binary = model_dir / "saved_model.pb"
     if binary.exists():
@@ -35,7 +39,7 @@ def _tensor(name: str, info) -> dict:
 
 def read_signatures(model_dir: Path) -> list[dict]:
     """The serving signatures: name, method, and each input and output's dtype and shape."""
-    proto = _read_proto(model_dir)
+    proto = read_proto(model_dir)
     graphs = [graph for graph in proto.meta_graphs if SERVING_TAG in graph.meta_info_def.tags]
     if not graphs:
         raise ValueError("The SavedModel has no meta graph tagged 'serve'; save it with the SERVING tag.")
@@ -54,6 +58,12 @@ def read_signatures(model_dir: Path) -> list[dict]:
     return signatures
 
 
+def check(model_dir: Path) -> None:
+    """Raise graphcheck.RefusedModel if any graph or function uses an op a model may not run."""
+    graphcheck.check(read_proto(model_dir), model_dir / "assets")
+
+
 def load(model_dir: Path):
-    """Load for serving (TF2 objects and TF1 graphs alike, through their 'serve' tag)."""
+    """Check, then load for serving (TF2 objects and TF1 graphs alike, through their 'serve' tag)."""
+    check(model_dir)
     return tf.saved_model.load(str(model_dir), tags=[SERVING_TAG])

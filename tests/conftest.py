@@ -80,6 +80,42 @@ def model_dirs(tmp_path_factory):
     }
 
 
+@pytest.fixture
+def publish(aws_mock):
+    """Create a model, upload content through the API, and run the queued task through the SQS handler."""
+    import json
+
+    from chalice.test import Client
+
+    import app as service
+    from apiclient import basic, bearer, body
+    from chalicelib import aws, instances
+    from chalicelib.settings import get_settings
+    from chalicelib.worker import _lambda_context
+
+    created = instances.create("t")
+    with Client(service.app, stage_name="test") as client:
+        token = body(client.http.get("/v3/identity/token", headers=basic(created.username, created.password)))["token"]
+        headers = bearer(token)
+        base = f"/v3/wml_instances/{created.instance_id}/published_models"
+
+        def run(archive: bytes) -> dict:
+            model_id = body(client.http.post(base, headers=headers, body=json.dumps(
+                {"name": "m", "model_type": "tensorflow-2.21"})))["metadata"]["guid"]
+            client.http.put(f"{base}/{model_id}/content", headers={**headers, "Content-Type": "application/gzip"},
+                            body=archive)
+            queue = aws.queue_url(get_settings().tasks_queue)
+            messages = aws.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+            event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+                                  "body": m["Body"], "attributes": {}, "messageAttributes": {},
+                                  "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"}
+                                 for m in messages]}
+            assert service.handle_tasks(event, _lambda_context()) == {"batchItemFailures": []}
+            return body(client.http.get(f"{base}/{model_id}", headers=headers))["entity"]
+
+        yield run
+
+
 @pytest.fixture(scope="session")
 def moto_server_url():
     """A moto server in a thread of the test process: real HTTP, for code that uses obstore."""

@@ -2,46 +2,10 @@
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 
-import pytest
-from chalice.test import Client
-
 import savedmodels
-from apiclient import basic, bearer, body
-from chalicelib import instances, models
-from chalicelib.worker import _lambda_context
-
-
-@pytest.fixture
-def publish(aws_mock):
-    """Create a model, upload content through the API, and run the queued task through the SQS handler."""
-    import app as service
-    from chalicelib import aws
-    from chalicelib.settings import get_settings
-
-    created = instances.create("t")
-    with Client(service.app, stage_name="test") as client:
-        token = body(client.http.get("/v3/identity/token", headers=basic(created.username, created.password)))["token"]
-        headers = bearer(token)
-        base = f"/v3/wml_instances/{created.instance_id}/published_models"
-
-        def run(archive: bytes) -> dict:
-            model_id = body(client.http.post(base, headers=headers, body=json.dumps(
-                {"name": "m", "model_type": "tensorflow-2.21"})))["metadata"]["guid"]
-            client.http.put(f"{base}/{model_id}/content", headers={**headers, "Content-Type": "application/gzip"},
-                            body=archive)
-            queue = aws.queue_url(get_settings().tasks_queue)
-            messages = aws.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
-            event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
-                                  "body": m["Body"], "attributes": {}, "messageAttributes": {},
-                                  "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"}
-                                 for m in messages]}
-            assert service.handle_tasks(event, _lambda_context()) == {"batchItemFailures": []}
-            return body(client.http.get(f"{base}/{model_id}", headers=headers))["entity"]
-
-        yield run
+from chalicelib import models
 
 
 def test_keras_export_is_ready_with_its_signatures(publish, model_dirs):

@@ -1,0 +1,237 @@
+"""SavedModels a hostile tenant would upload, built for real, one per family the allow-list
+refuses, and the vocabulary models it must keep accepting.
+
+Each hostile model's harmful op would leave a trace if it ever ran (a marker file written, a
+file read into an output), so a test can prove it was refused before any load or call.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+_STRING = [tf.TensorSpec([None], tf.string, name="text")]
+
+
+def _save(module: tf.Module, directory: Path) -> Path:
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    return directory
+
+
+def _serving(body) -> tf.Module:
+    """A module whose serving signature (string input) returns {"out": body(text)}."""
+    module = tf.Module()
+    module.serve = tf.function(lambda text: {"out": body(text)}, input_signature=_STRING)
+    return module
+
+
+def reads_environment(directory: Path) -> Path:
+    return _save(_serving(lambda text: tf.io.read_file("/proc/self/environ") + text), directory)
+
+
+def writes_a_file(directory: Path, marker: Path) -> Path:
+    """Writes `marker` whenever it is called: warm-up included."""
+    def body(text):
+        with tf.control_dependencies([tf.io.write_file(str(marker), "pwned")]):
+            return tf.identity(text)
+    return _save(_serving(body), directory)
+
+
+class _WritesOnLoad(tf.Module):
+    """A variable-free resource whose TF2 initializer, run by tf.saved_model.load, writes `marker`."""
+
+    def __init__(self, marker: Path):
+        super().__init__()
+        self.marker = str(marker)
+        self.table = _MarkerTable(self.marker)
+
+    @tf.function(input_signature=_STRING)
+    def serve(self, text):
+        return {"out": self.table.lookup(text)}
+
+
+class _MarkerTable(tf.lookup.StaticHashTable):
+    def __init__(self, marker: str):
+        self._marker = marker
+        super().__init__(tf.lookup.KeyValueTensorInitializer(["a"], [1], tf.string, tf.int64), -1)
+
+    def _initialize(self):
+        with tf.control_dependencies([tf.io.write_file(self._marker, "loaded")]):
+            return super()._initialize()
+
+
+def writes_on_load(directory: Path, marker: Path) -> Path:
+    return _save(_WritesOnLoad(marker), directory)
+
+
+def lists_the_model_cache(directory: Path) -> Path:
+    return _save(_serving(lambda text: tf.strings.reduce_join(tf.io.matching_files("/tmp/*/*")) + text), directory)
+
+
+def reads_a_dataset(directory: Path) -> Path:
+    def body(text):
+        lines = tf.data.TextLineDataset("/etc/passwd").reduce(tf.constant(""), lambda a, b: a + b)
+        return lines + text
+    return _save(_serving(body), directory)
+
+
+def prints_to_a_file(directory: Path, marker: Path) -> Path:
+    def body(text):
+        with tf.control_dependencies([tf.print(text, output_stream=f"file://{marker}")]):
+            return tf.identity(text)
+    return _save(_serving(body), directory)
+
+
+def calls_python(directory: Path) -> Path:
+    return _save(_serving(lambda text: tf.py_function(lambda t: t, [text], tf.string)), directory)
+
+
+def maps_a_file(directory: Path) -> Path:
+    def body(text):
+        mapped = tf.raw_ops.ImmutableConst(dtype=tf.float32, shape=[1], memory_region_name="/etc/passwd")
+        return tf.strings.as_string(mapped) + text
+    return _save(_serving(body), directory)
+
+
+def debug_sink(directory: Path, marker: Path) -> Path:
+    def body(text):
+        return tf.raw_ops.DebugIdentityV2(input=text, debug_urls=[f"file://{marker}"])
+    return _save(_serving(body), directory)
+
+
+def saves_a_checkpoint(directory: Path, marker: Path) -> Path:
+    def body(text):
+        save = tf.raw_ops.SaveV2(prefix=str(marker), tensor_names=["t"], shape_and_slices=[""], tensors=[text])
+        with tf.control_dependencies([save]):
+            return tf.identity(text)
+    return _save(_serving(body), directory)
+
+
+def restores_another_checkpoint(directory: Path) -> Path:
+    def body(text):
+        (stolen,) = tf.raw_ops.RestoreV2(prefix="/tmp/tfbatch-models/victim/variables/variables",
+                                         tensor_names=["w"], shape_and_slices=[""], dtypes=[tf.string])
+        return stolen + text
+    return _save(_serving(body), directory)
+
+
+def _text_file_table(filename) -> tf.Tensor:
+    table = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64)
+    init = tf.raw_ops.InitializeTableFromTextFileV2(table_handle=table, filename=filename, key_index=-2,
+                                                    value_index=-1)
+    with tf.control_dependencies([init]):
+        return tf.identity(table)
+
+
+def table_from_a_path(directory: Path) -> Path:
+    """A vocabulary table filled from an absolute path, not from the model's assets."""
+    def body(text):
+        table = _text_file_table(tf.constant("/etc/passwd"))
+        return tf.strings.as_string(tf.raw_ops.LookupTableFindV2(table_handle=table, keys=text,
+                                                                 default_value=tf.constant(-1, tf.int64)))
+    return _save(_serving(body), directory)
+
+
+def table_from_the_input(directory: Path) -> Path:
+    """A table filled from a file the caller names in its input."""
+    def body(text):
+        table = _text_file_table(text[0])
+        return tf.strings.as_string(tf.raw_ops.LookupTableFindV2(table_handle=table, keys=text,
+                                                                 default_value=tf.constant(-1, tf.int64)))
+    return _save(_serving(body), directory)
+
+
+def hidden_in_a_branch(directory: Path) -> Path:
+    """ReadFile inside a nested function, inside one branch of a tf.cond."""
+    @tf.function
+    def steal():
+        return tf.io.read_file("/etc/hostname")
+
+    def body(text):
+        return tf.cond(tf.size(text) > 100, steal, lambda: tf.constant("")) + text
+    return _save(_serving(body), directory)
+
+
+def tf1_graph_reads_a_file(directory: Path) -> Path:
+    """A TF1 SavedModelBuilder graph whose signature output depends on ReadFile."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        text = v1.placeholder(tf.string, [None], name="text")
+        out = tf.add(tf.io.read_file("/proc/self/environ", name="steal"), text, name="out")
+        builder = v1.saved_model.Builder(str(directory))
+        signature = v1.saved_model.signature_def_utils.predict_signature_def({"text": text}, {"out": out})
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    return directory
+
+
+def asset_outside_the_model(directory: Path) -> Path:
+    """A real vocabulary model whose asset entry was edited to name a file outside assets/."""
+    vocabulary_table(directory)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    proto.meta_graphs[0].asset_file_def[0].filename = "../../../../etc/passwd"
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return directory
+
+
+# --- what must stay accepted -------------------------------------------------------------------
+
+VOCABULARY = ["cat", "dog", "fish"]
+
+
+class _Vocabulary(tf.Module):
+    def __init__(self, path: str):
+        super().__init__()
+        initializer = tf.lookup.TextFileInitializer(path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                                    tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+        self.table = tf.lookup.StaticHashTable(initializer, -1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
+    def serve(self, word):
+        return {"id": self.table.lookup(word)}
+
+
+def vocabulary_table(directory: Path) -> Path:
+    """TF2: a StaticHashTable from a TextFileInitializer; the file becomes an asset."""
+    source = directory.with_name(directory.name + "-vocabulary.txt")
+    source.write_text("\n".join(VOCABULARY) + "\n")
+    return _save(_Vocabulary(str(source)), directory)
+
+
+def keras_string_lookup(directory: Path) -> Path:
+    """Keras 3: a StringLookup layer with a vocabulary file, exported for serving."""
+    source = directory.with_name(directory.name + "-vocabulary.txt")
+    source.write_text("\n".join(VOCABULARY) + "\n")
+    inputs = tf.keras.Input([1], dtype="string", name="word")
+    outputs = tf.keras.layers.StringLookup(vocabulary=str(source), name="ids")(inputs)
+    tf.keras.Model(inputs, outputs).export(str(directory), verbose=False)
+    return directory
+
+
+def tf1_vocabulary_table(directory: Path) -> Path:
+    """TF1: index_table_from_file on an asset, initialised by the builder's main op."""
+    v1 = tf.compat.v1
+    source = directory.with_name(directory.name + "-vocabulary.txt")
+    source.write_text("\n".join(VOCABULARY) + "\n")
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        asset = tf.constant(str(source), name="vocabulary_path")
+        graph.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset)
+        table = v1.lookup.StaticHashTable(
+            v1.lookup.TextFileInitializer(asset, tf.string, -2, tf.int64, -1), -1)
+        word = v1.placeholder(tf.string, [None], name="word")
+        ids = tf.identity(table.lookup(word), name="id")
+        weights = tf.Variable(np.ones(1, np.float32), name="unused_weight")
+        session.run([v1.tables_initializer(), weights.initializer])
+        builder = v1.saved_model.Builder(str(directory))
+        signature = v1.saved_model.signature_def_utils.predict_signature_def({"word": word}, {"id": ids})
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], signature_def_map={"serving_default": signature},
+            assets_collection=graph.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+            main_op=v1.tables_initializer())
+        builder.save()
+    return directory
