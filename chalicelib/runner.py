@@ -79,8 +79,8 @@ class DeploymentRun:
         self.instance_id, self.deployment_id = instance_id, deployment_id
         keys = connections.load_keys(deployment_id)
         self.source, self.target = self.item["input"], self.item["output"]
-        self.inputs_store = connections.object_store(self.source, keys["input"])
-        self.outputs_store = connections.object_store(self.target, keys["output"])
+        self.inputs_store = connections.object_store(self.source, keys["input"], side="input")
+        self.outputs_store = connections.object_store(self.target, keys["output"], side="output")
         signature = self.item["signature"]
         self.signature_name = signature["name"]
         self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
