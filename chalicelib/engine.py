@@ -10,7 +10,9 @@ from many files are joined into model calls of up to `batch_size` rows, then spl
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 import tempfile
 import threading
@@ -28,15 +30,44 @@ from chalicelib.settings import get_settings
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 MAX_LOADED = 4  # signatures kept ready per process; each keeps its version's variables in memory
-MAX_LOCAL_COPIES = 8  # extracted versions kept on disk
+
+
+class ModelCallTimeout(Exception):
+    """A model call ran past settings.model_call_seconds; its files fail, the scorer goes on."""
 
 
 class Model:
-    """One signature of a loaded SavedModel, callable on NumPy columns."""
+    """One signature of a loaded SavedModel, callable on NumPy columns.
 
-    def __init__(self, loaded, signature_name: str):
+    Every call is bounded in time: a graph is a stranger's program, and a While loop that never
+    ends is pure compute that no op check can refuse. TensorFlow cannot interrupt a running
+    call, so the call runs in a thread of its own that the caller stops waiting for; that thread
+    spins on until the graph ends or the process does (a Lambda's ends with its invocation)."""
+
+    def __init__(self, loaded, signature_name: str, call_seconds: float | None = None):
         self._loaded = loaded  # keeps the variables alive
         self._function = loaded.signatures[signature_name]
+        self._call_seconds = get_settings().model_call_seconds if call_seconds is None else call_seconds
+
+    def _call(self, inputs: dict) -> dict:
+        finished = threading.Event()
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                outcome["value"] = self._function(**inputs)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                outcome["error"] = error
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name="model-call", daemon=True).start()
+        if not finished.wait(self._call_seconds):
+            raise ModelCallTimeout(f"the model call ran longer than {self._call_seconds:g} s "
+                                   "(TFBATCH_MODEL_CALL_SECONDS) and was abandoned")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def warm_up(self) -> Model:
         """One call on a record of zeros (empty strings), so the first real batch does not pay
@@ -47,18 +78,20 @@ class Model:
             shape = [1 if dim is None else dim for dim in dims]
             inputs[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
         try:
-            self._function(**inputs)
+            self._call(inputs)
         except Exception:  # noqa: BLE001 - a warm-up is only an optimisation
             pass
         return self
 
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._function(**{name: tf.constant(array) for name, array in columns.items()})
+        outputs = self._call({name: tf.constant(array) for name, array in columns.items()})
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
-    def predict_files(self, batches: Sequence[Batch], batch_size: int) -> list[dict[str, np.ndarray]]:
-        """Each file's outputs, computed in joined model calls of at most `batch_size` records."""
-        results: list[dict[str, np.ndarray]] = []
+    def predict_files(self, batches: Sequence[Batch], batch_size: int) -> list[dict[str, np.ndarray] | ModelCallTimeout]:
+        """Each file's outputs, computed in joined model calls of at most `batch_size` records;
+        the files of a call that ran out of time get its ModelCallTimeout instead, and the
+        other calls still run."""
+        results: list[dict[str, np.ndarray] | ModelCallTimeout] = []
         group: list[Batch] = []
         rows = 0
         for batch in batches:
@@ -71,9 +104,12 @@ class Model:
             results += self._predict_group(group)
         return results
 
-    def _predict_group(self, group: list[Batch]) -> list[dict[str, np.ndarray]]:
+    def _predict_group(self, group: list[Batch]) -> list[dict[str, np.ndarray] | ModelCallTimeout]:
         joined = {name: np.concatenate([b.columns[name] for b in group]) for name in group[0].columns}
-        outputs = self.predict(joined)
+        try:
+            outputs = self.predict(joined)
+        except ModelCallTimeout as timeout:
+            return [timeout] * len(group)
         split, start = [], 0
         for batch in group:
             split.append({name: array[start:start + batch.count] for name, array in outputs.items()})
@@ -143,8 +179,8 @@ def local_copy(version_id: str, archive_key: str) -> Path:
     """The version's SavedModel directory, downloaded and safely extracted once per machine.
 
     A download that fails, or loses the race to another process, leaves nothing behind, and
-    only the MAX_LOCAL_COPIES newest copies are kept: a long-lived Lambda container's /tmp
-    (512 MB by default) must not fill up with versions it no longer serves."""
+    only the newest copies that fit settings.model_cache_bytes are kept: a long-lived Lambda
+    container's /tmp (its EphemeralStorage) must not fill up with versions it no longer serves."""
     target = _CACHE_DIR / version_id
     if not (target / ".complete").exists():
         scratch = Path(tempfile.mkdtemp(prefix=f".{version_id}-", dir=_mkdir(_CACHE_DIR)))
@@ -167,10 +203,29 @@ def local_copy(version_id: str, archive_key: str) -> Path:
 
 
 def _prune(keep: Path) -> None:
+    """Delete the oldest copies until the rest, `keep` included, fit the budget by bytes: a
+    count would let a few large versions fill /tmp, and leave the next download no room."""
+    budget = _copies_budget() - _size(keep)
     copies = [path for path in _CACHE_DIR.iterdir() if path != keep and (path / ".complete").exists()]
-    copies.sort(key=lambda path: ((path / ".complete").stat().st_mtime_ns, path.name))
-    for old in copies[:max(0, len(copies) - (MAX_LOCAL_COPIES - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
+    copies.sort(key=lambda path: ((path / ".complete").stat().st_mtime_ns, path.name), reverse=True)
+    for old in copies:  # newest first; once one does not fit, neither does anything older
+        budget -= _size(old)
+        if budget < 0:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _copies_budget() -> int:
+    return get_settings().model_cache_bytes
+
+
+def _size(path: Path) -> int:
+    """Bytes of the files under `path`; a file another process deletes meanwhile counts 0."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def forget(version_id: str) -> None:

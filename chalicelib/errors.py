@@ -1,6 +1,7 @@
 """API errors in the v3 shape: {"trace", "errors": [{"code", "message", "target"}]}.
 
 Each error says what was wrong and how to fix it; `target` names the field, header or file.
+An error may also carry response headers that HTTP defines for its status (`Retry-After`).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, target: dict[str, Any] | None = None, code: str | None = None):
+    def __init__(self, message: str, *, target: dict[str, Any] | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.target = target
+        self.headers = dict(headers or {})  # sent with the error response
         if code:
             self.code = code
 
@@ -55,6 +58,17 @@ class UnsupportedMediaType(ApiError):
 
 class LimitExceeded(ApiError):
     status, code = 429, "limit_exceeded"
+
+
+class TooManyRequests(ApiError):
+    """Come back later: unlike a usage limit, this passes by itself, after `Retry-After` seconds."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, target: dict[str, Any] | None = None,
+                 code: str | None = None):
+        super().__init__(message, target=target, code=code, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
 
 
 def field(name: str) -> dict[str, str]:

@@ -95,13 +95,13 @@ class Call:
         return tokens.verify(token.strip())
 
 
-def _json_response(status: int, body: Any) -> Response:
+def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     if body is None:
-        return Response(body="", status_code=status)
+        return Response(body="", status_code=status, headers=dict(headers or {}))
     return Response(
         body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
         status_code=status,
-        headers={"Content-Type": "application/json"},
+        headers={**(headers or {}), "Content-Type": "application/json"},
     )
 
 
@@ -141,7 +141,7 @@ class V3Api:
                                     target={"type": "instance", "id": requested})
             response = _json_response(status, view(call, **params))
         except ApiError as error:
-            response = _json_response(error.status, error.body(trace))
+            response = _json_response(error.status, error.body(trace), error.headers)
         except Exception:
             logger.exception("unhandled error")
             response = _json_response(500, {"trace": trace, "errors": [{

@@ -5,16 +5,19 @@ functions never lose an increment. Limits are enforced inside the same condition
 """
 from __future__ import annotations
 
+import functools
+import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chalicelib import aws, passwords
+from chalicelib import aws, passwords, signin_throttle
 from chalicelib.clock import now_iso
 from chalicelib.errors import LimitExceeded, NotFound, Unauthorized
 from chalicelib.settings import get_settings
 
 COUNTERS = ("model_count", "deployment_count", "prediction_count", "computation_time")
+MAX_USERNAME_BYTES = 256  # usernames are UUIDs; DynamoDB refuses empty keys and keys over 2 KB
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,32 @@ def create(name: str) -> NewInstance:
 
 
 def authenticate(username: str, password: str) -> str:
-    """The instance id these credentials belong to; Unauthorized otherwise (same answer for both)."""
-    item = aws.table(get_settings().credentials_table).get_item(Key={"username": username}).get("Item")
-    stored = item["password_hash"] if item else passwords.hash_password("")  # equal work either way
+    """The instance id these credentials belong to; Unauthorized otherwise (same answer for both).
+
+    The attempt is counted, and refused while the username is locked, before any password is
+    checked (chalicelib.signin_throttle). A known and an unknown username then cost the same: one
+    lookup and one scrypt verification, against a dummy hash when there is no such username.
+    """
+    signin_throttle.admit(username)
+    item = _credentials(username)
+    stored = item["password_hash"] if item else _dummy_hash()  # equal work either way
     if not passwords.verify_password(password, stored) or item is None:
         raise Unauthorized("The username or password is wrong.", code="invalid_credentials")
+    signin_throttle.succeeded(username)
     return item["instance_id"]
+
+
+def _credentials(username: str) -> dict | None:
+    if not 0 < len(username.encode()) <= MAX_USERNAME_BYTES:
+        return None  # no such username exists, and DynamoDB would refuse the key
+    return aws.table(get_settings().credentials_table).get_item(Key={"username": username}).get("Item")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a password nobody holds, made once per process: hashing it on every unknown
+    username would cost a second scrypt that a known username does not."""
+    return passwords.hash_password(secrets.token_urlsafe(24))
 
 
 def get(instance_id: str) -> dict:

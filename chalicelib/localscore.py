@@ -110,11 +110,12 @@ def score(model: str, input_: str, output: str, *, signature_name: str | None = 
             yield ready
 
     for group in pipeline.prefetched(prepared(), PREFETCH_GROUPS):
-        outputs, refused = pipeline.predict(loaded, group.batches, settings.batch_size)
+        outputs, refused = pipeline.predict(loaded, group.batches, settings.batch_size,
+                                            max_output_bytes=settings.max_output_bytes)
         predictions = []
         for index, item in enumerate(group.good):
             if index in refused:
-                group.errors.append(error_element(item.filename, "model_error", refused[index]))
+                group.errors.append(error_element(item.filename, refused[index].code, str(refused[index])))
             else:
                 predictions += elements(item.filename, outputs[index])
                 progress.records += group.batches[index].count

@@ -26,7 +26,8 @@ ARCHIVE_TYPES = ["application/gzip", "application/x-gzip", "application/x-tar", 
 
 def archive_limits() -> archives.Limits:
     settings = get_settings()
-    return archives.Limits(settings.max_inflated_bytes, settings.max_archive_entries)
+    return archives.Limits(settings.max_inflated_bytes, settings.max_archive_entries,
+                           settings.max_compression_ratio)
 
 
 def _models():

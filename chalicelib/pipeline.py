@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import obstore
 from obstore.store import LocalStore
 
-from chalicelib.engine import Model
+from chalicelib.engine import Model, ModelCallTimeout
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
 from chalicelib.log import logger
 
@@ -214,19 +215,43 @@ def read(store, inputs: list[Input], specs: list[TensorSpec], signature_name: st
         yield item, batch
 
 
-def predict(model: Model, batches: list[Batch], batch_size: int) -> tuple[list[dict], dict[int, str]]:
-    """Outputs per file; a failing joined call is retried file by file to isolate the bad one."""
+def predict(model: Model, batches: list[Batch], batch_size: int, *,
+            max_output_bytes: int) -> tuple[list[dict], dict[int, InputError]]:
+    """Outputs per file, and the files that cannot be scored (by index, with a code and why).
+
+    A failing joined call is retried file by file to isolate the bad one; a call that runs out
+    of time is not (each retry could take as long), so its files fail together. A file whose
+    outputs hold more than `max_output_bytes` fails as `output_too_large`: a tiny input must
+    not make the service write (and hold in memory as JSON) an unbounded result."""
     if not batches:
         return [], {}
     try:
-        return model.predict_files(batches, batch_size), {}
+        outputs = model.predict_files(batches, batch_size)
     except Exception:
-        outputs: list[dict] = []
-        errors: dict[int, str] = {}
-        for index, batch in enumerate(batches):
+        outputs = []
+        for batch in batches:
             try:
                 outputs += model.predict_files([batch], batch_size)
             except Exception as error:
-                outputs.append({})
-                errors[index] = f"the model refused this input: {type(error).__name__}: {str(error)[:500]}"
-        return outputs, errors
+                outputs.append(InputError(f"the model refused this input: {type(error).__name__}: "
+                                          f"{str(error)[:500]}", "model_error"))
+    errors: dict[int, InputError] = {}
+    for index, output in enumerate(outputs):
+        if isinstance(output, ModelCallTimeout):
+            errors[index] = InputError(str(output), "model_timeout")
+        elif isinstance(output, InputError):
+            errors[index] = output
+        elif (size := sum(map(_nbytes, output.values()))) > max_output_bytes:
+            errors[index] = InputError(f"the model's outputs for this file hold {size} bytes, more than the "
+                                       f"{max_output_bytes} bytes one file may produce (TFBATCH_MAX_OUTPUT_BYTES)",
+                                       "output_too_large")
+        if index in errors:
+            outputs[index] = {}
+    return outputs, errors
+
+
+def _nbytes(array: np.ndarray) -> int:
+    """Bytes a tensor holds; for strings, the bytes of the strings, not of their pointers."""
+    if array.dtype == object:
+        return sum(len(item) if isinstance(item, (bytes, str)) else 8 for item in array.ravel())
+    return array.nbytes

@@ -21,6 +21,11 @@ class TableSpec:
     name: str
     hash_key: str
     range_key: str | None = None
+    ttl_attribute: str | None = None  # epoch seconds after which DynamoDB deletes the item
+
+    def ttl_specification(self) -> dict | None:
+        """DynamoDB's TimeToLiveSpecification (the same shape in the API and in CloudFormation)."""
+        return {"AttributeName": self.ttl_attribute, "Enabled": True} if self.ttl_attribute else None
 
     def create_args(self) -> dict:
         keys = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
@@ -36,6 +41,11 @@ class TableSpec:
         }
 
 
+# Tables whose items are only worth keeping for a while: DynamoDB deletes them once this
+# attribute's epoch second has passed (lazily, so readers still check it).
+TTL_ATTRIBUTES = {"signin_attempts_table": "expires_at"}
+
+
 def tables(settings: Settings) -> list[TableSpec]:
     keys = {
         "instances_table": ("instance_id", None),
@@ -45,8 +55,10 @@ def tables(settings: Settings) -> list[TableSpec]:
         "deployments_table": ("instance_id", "deployment_id"),
         "ledger_table": ("deployment_id", "input_key"),
         "subscriptions_table": ("bucket_ref", "deployment_id"),
+        "signin_attempts_table": ("username_hash", None),
     }
-    return [TableSpec(setting, getattr(settings, setting), *key) for setting, key in keys.items()]
+    return [TableSpec(setting, getattr(settings, setting), *key, ttl_attribute=TTL_ATTRIBUTES.get(setting))
+            for setting, key in keys.items()]
 
 
 BUCKET_SETTINGS = ("models_bucket",)
@@ -88,6 +100,8 @@ def bootstrap(settings: Settings | None = None) -> None:
     for spec in tables(settings):
         if spec.name not in existing:
             dynamodb.create_table(**spec.create_args())
+            if ttl := spec.ttl_specification():
+                dynamodb.update_time_to_live(TableName=spec.name, TimeToLiveSpecification=ttl)
     s3 = aws.client("s3")
     for bucket in buckets(settings):
         try:

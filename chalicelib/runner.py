@@ -296,8 +296,8 @@ class DeploymentRun:
         good = [entry for entry in prepared.live if entry.status == SCORED]
         outputs, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
         refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
-                                            error_code="model_error", error=message)
-                   for index, message in model_errors.items()}
+                                            error_code=error.code, error=str(error))
+                   for index, error in model_errors.items()}
         planned = [refused.get(entry.key, entry) for entry in prepared.live]
         predictions = []
         for index, entry in enumerate(good):
@@ -339,13 +339,14 @@ class DeploymentRun:
         except Exception as error:
             raise Fatal(f"The model could not be loaded: {type(error).__name__}: {error}") from None
 
-    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, str], float]:
+    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, InputError], float]:
         """Each file's outputs, the files the model refused (by index), and the model's seconds."""
         if not batches:
             return [], {}, 0.0
         model = self._loaded_model()
         started = time.perf_counter()
-        outputs, errors = pipeline.predict(model, batches, self.settings.batch_size)
+        outputs, errors = pipeline.predict(model, batches, self.settings.batch_size,
+                                           max_output_bytes=self.settings.max_output_bytes)
         seconds = time.perf_counter() - started
         self.summary.seconds["predict"] += seconds
         return outputs, errors, seconds

@@ -4,8 +4,9 @@ Chalice packages the app (routes, the SQS handler, the schedule) into a zip and 
 this script then makes that template deployable on its own:
 
 - functions that load a model (the SQS handler: scoring and model inspection) become image
-  functions running the TensorFlow image, since TensorFlow does not fit a zip; the API and the
-  poller stay small zip functions;
+  functions running the TensorFlow image, since TensorFlow does not fit a zip, with the ephemeral
+  storage (/tmp) that settings.ephemeral_storage_mb names; the API and the poller stay small zip
+  functions;
 - the SQS event source reports partial batch failures, and points at the stack's own queue;
 - every function gets the TFBATCH_* variables naming the stack's tables, bucket, queues, secret
   and event bus, and the resources themselves are added from deploy.stack.
@@ -29,6 +30,8 @@ from deploy import stack
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_HANDLERS = {"app.handle_tasks"}  # TensorFlow runs here: model inspection and scoring
 SCORING_HANDLER = "app.handle_tasks"
+API_HANDLER = "app.app"  # the only reader of the token signing key
+EPHEMERAL_STORAGE_RANGE_MB = (512, 10240)  # what Lambda accepts
 FUNCTION = "AWS::Serverless::Function"
 
 
@@ -45,7 +48,10 @@ def chalice_package(stage: str, out: Path) -> dict:
     return json.loads((out / "sam.json").read_text())
 
 
-def _to_image_function(properties: dict) -> None:
+def _to_image_function(properties: dict, ephemeral_storage_mb: int) -> None:
+    low, high = EPHEMERAL_STORAGE_RANGE_MB
+    if not low <= ephemeral_storage_mb <= high:
+        raise PackagingError(f"TFBATCH_EPHEMERAL_STORAGE_MB is {ephemeral_storage_mb}; Lambda takes {low} to {high}")
     handler = properties.pop("Handler")
     for key in ("CodeUri", "Runtime", "Layers"):
         properties.pop(key, None)
@@ -54,6 +60,8 @@ def _to_image_function(properties: dict) -> None:
     # The image's ENTRYPOINT is the backlog job (`tfbatch`); Lambda runs the runtime interface client.
     properties["ImageConfig"] = {"EntryPoint": ["python", "-m", "awslambdaric"], "Command": [handler],
                                  "WorkingDirectory": "/var/task"}
+    # /tmp holds the model copies; the archive and cache limits are derived from the same setting.
+    properties["EphemeralStorage"] = {"Size": ephemeral_storage_mb}
 
 
 def _use_stack_queue(properties: dict, queue_name: str) -> None:
@@ -88,8 +96,12 @@ def transform(template: dict, stage: str) -> dict:
             variables.update(stack.scoring_environment())
         _use_stack_queue(properties, settings.tasks_queue)
         if handler in IMAGE_HANDLERS:
-            _to_image_function(properties)
-    added = stack.resources_for(settings, stage)
+            _to_image_function(properties, settings.ephemeral_storage_mb)
+    api = next((body["Properties"] for body in functions.values()
+                if body["Properties"].get("Handler") == API_HANDLER), {})
+    if "Role" not in api:
+        raise PackagingError(f"chalice's template has no function with its own role for {API_HANDLER}")
+    added = {**stack.resources_for(settings, stage), **stack.signing_key_readers(api["Role"])}
     clashes = set(added) & set(resources)
     if clashes:
         raise PackagingError(f"chalice already defines {sorted(clashes)}")

@@ -6,6 +6,35 @@ point-in-time recovery, TLS-only access, the queue policy that lets S3 notify, t
 the event bus, and AWS Batch for backlog jobs). Logical ids are the Settings field in CamelCase
 (`ledger_table` -> `LedgerTable`), and each function gets the field's `TFBATCH_*` variable, so
 the code finds on AWS exactly the resources the template made.
+
+What each role can still reach (the policies are the files in .chalice/, one per function, each
+naming only the actions its code calls, on the stack's own resources; `*` only where AWS has no
+resource-level permission for the action), and why:
+- API (ApiHandlerRole, zip, never loads a model): its tables; model archives write-only (put and
+  delete, never read); the token signing key, which it alone may read (the secret's resource
+  policy denies every other principal, so a policy attached later cannot widen that by mistake);
+  create, read and delete of connection keys under `<stack>/deployments/*` (it checks
+  connections before storing their keys); sending tasks.
+- Scoring and inspection (the image function, which runs users' graphs): model archives
+  read-only; connection keys read-only and only under `<stack>/deployments/*`, never the signing
+  key. Every tenant's keys are under that prefix, since one function scores all tenants and a
+  Lambda role cannot be narrowed per invocation: that is why graphs are checked against the op
+  allow-list before anything loads them. Tables: get, query and update on those scoring touches,
+  put only on versions (inspection results), batch reads and writes only on the ledger, no
+  deletes, and nothing on credentials (password hashes) or sign-in attempts. Tasks consumed and
+  sent, events put, backlog jobs submitted to this stack's queue and job definition;
+  `batch:DescribeJobs` (is a deployment's job still live?) has no resource-level permission, so
+  it is granted on `*`: it reads the account's Batch job descriptions, which hold no secrets.
+- Poller: scans deployments and sends tasks.
+- Backlog job (BacklogJobRole, the GPU containers' task role): as scoring, less the queue,
+  subscriptions, inspection results and Batch.
+- GPU instances (BatchInstanceRole): AWS's ECS instance policy (pull the image, join the
+  cluster, write logs). The launch template requires IMDSv2 with a hop limit of 1, so a job's
+  container, one network hop beyond the instance (Docker's bridge), cannot get a metadata token
+  and so cannot take the instance role's credentials; it gets only the job role, from ECS.
+What a graph that slipped past the allow-list could still do in the scoring function: read any
+tenant's connection keys and update any scoring table's items. Closing that needs a role per
+tenant (or a session policy per run), which this stack does not build.
 """
 from __future__ import annotations
 
@@ -61,6 +90,8 @@ def _tables(settings: Settings) -> dict[str, dict]:
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
         })
+        if ttl := spec.ttl_specification():
+            properties["TimeToLiveSpecification"] = ttl
         out[logical_id(spec.setting)] = {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Retain",
                                          "UpdateReplacePolicy": "Retain", "Properties": properties}
     return out
@@ -127,6 +158,9 @@ def _batch(environment: dict[str, Any]) -> dict[str, dict]:
                                               "AmazonEC2ContainerServiceforEC2Role"}]}},
         "BatchInstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
                                  "Properties": {"Roles": [_ref("BatchInstanceRole")]}},
+        # IMDSv2 only, one hop: the instance's own agents reach the metadata service, containers do not.
+        "GpuLaunchTemplate": {"Type": "AWS::EC2::LaunchTemplate", "Properties": {"LaunchTemplateData": {
+            "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}}}},
         "GpuComputeEnvironment": {"Type": "AWS::Batch::ComputeEnvironment", "Properties": {
             "Type": "MANAGED", "State": "ENABLED",
             "ComputeResources": {
@@ -135,6 +169,8 @@ def _batch(environment: dict[str, Any]) -> dict[str, dict]:
                 "InstanceTypes": _ref("GpuInstanceTypes"), "Subnets": _ref("SubnetIds"),
                 "SecurityGroupIds": _ref("SecurityGroupIds"),
                 "InstanceRole": _get("BatchInstanceProfile", "Arn"),
+                "LaunchTemplate": {"LaunchTemplateId": _ref("GpuLaunchTemplate"),
+                                   "Version": _get("GpuLaunchTemplate", "LatestVersionNumber")},
                 "Ec2Configuration": [{"ImageType": "ECS_AL2_NVIDIA"}]}}},
         "BacklogJobQueue": {"Type": "AWS::Batch::JobQueue", "Properties": {
             "Priority": 1, "State": "ENABLED",
@@ -179,6 +215,8 @@ def environment(settings: Settings, stage: str) -> dict[str, Any]:
     env[env_name("signing_key_secret")] = _ref("SigningKeySecret")
     env[env_name("secret_prefix")] = _ref("AWS::StackName")
     env[env_name("event_bus")] = _ref("EventBus")
+    # The image functions' /tmp; the API reads it too, to refuse at upload what they could not hold.
+    env[env_name("ephemeral_storage_mb")] = str(settings.ephemeral_storage_mb)
     return env
 
 
@@ -187,6 +225,18 @@ def scoring_environment() -> dict[str, Any]:
     return {env_name("batch_job_queue"): _ref("BacklogJobQueue"),
             env_name("batch_job_definition"): _ref("BacklogJobDefinition"),
             env_name("backlog_shards"): _ref("BacklogShards")}
+
+
+def signing_key_readers(api_role_arn: dict) -> dict[str, dict]:
+    """The signing key's resource policy: only the API's role may read it. Anyone holding the key
+    can mint a token for any instance, so no other role, even one given a broader policy later,
+    may read it."""
+    return {"SigningKeySecretPolicy": {"Type": "AWS::SecretsManager::ResourcePolicy", "Properties": {
+        "SecretId": _ref("SigningKeySecret"), "BlockPublicPolicy": True,
+        "ResourcePolicy": {"Version": "2012-10-17", "Statement": [{
+            "Sid": "OnlyTheApiReadsTheSigningKey", "Effect": "Deny", "Principal": "*",
+            "Action": "secretsmanager:GetSecretValue", "Resource": "*",
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": api_role_arn}}}]}}}}
 
 
 def resources_for(settings: Settings, stage: str) -> dict[str, dict]:

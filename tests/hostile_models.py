@@ -235,3 +235,36 @@ def tf1_vocabulary_table(directory: Path) -> Path:
             main_op=v1.tables_initializer())
         builder.save()
     return directory
+
+
+# --- compute only, so accepted, but abusive: the limits must hold them -------------------------
+
+class _HugeOutput(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def serve(self, x):
+        """A row of x[0, 0] floats per record: a 17-byte input can ask for hundreds of MB."""
+        return {"big": tf.fill([tf.shape(x)[0], tf.cast(x[0, 0], tf.int32)], 0.5)}
+
+
+def huge_output(directory: Path) -> Path:
+    return _save(_HugeOutput(), directory)
+
+
+class _Stalls(tf.Module):
+    """A record with x > 0 loops until the model's `release` variable is set: a call that never
+    ends on its own (and, released, ends for sure, so no thread outlives the test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = tf.Variable(0, dtype=tf.int32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def serve(self, x):
+        spins = tf.while_loop(
+            lambda i: tf.logical_and(tf.reduce_max(x) > 0, self.release.read_value() == 0),
+            lambda i: [i + 1], [tf.constant(0, tf.int64)])
+        return {"y": x * 2 + tf.cast(spins[0] * 0, tf.float32)}
+
+
+def stalls_until_released(directory: Path) -> Path:
+    return _save(_Stalls(), directory)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from chalice.test import Client
@@ -208,6 +209,18 @@ def test_upload_refuses_unsafe_and_oversized_archives(api, tenant, settings_env,
     settings_env(TFBATCH_MAX_ARCHIVE_BYTES=100, TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT="")
     response = _upload(api, tenant, model_id, b"\x1f\x8b" + b"\0" * 200)
     assert response.status_code == 413 and "limit is 100" in error_of(response)["message"]
+    assert not aws.client("s3").list_objects_v2(Bucket=get_settings().models_bucket).get("Contents")
+
+
+def test_upload_refuses_a_decompression_bomb_quickly(api, tenant):
+    from test_archives import gzip_bomb
+
+    model_id = body(_create_model(api, tenant))["metadata"]["guid"]
+    started = time.monotonic()
+    response = _upload(api, tenant, model_id, gzip_bomb(600))  # 600 KB that inflates to 600 MiB
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_archive"
+    assert "ratio of 100" in error_of(response)["message"]
+    assert time.monotonic() - started < 5  # it was accepted after 24 s
     assert not aws.client("s3").list_objects_v2(Bucket=get_settings().models_bucket).get("Contents")
 
 

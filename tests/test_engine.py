@@ -56,13 +56,15 @@ def test_preload_raises_what_the_load_raised(stored):
 
 def test_local_copies_leave_no_scraps_and_stay_few(stored, model_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "_CACHE_DIR", tmp_path / "copies")
-    monkeypatch.setattr(engine, "MAX_LOCAL_COPIES", 2)
     version_id, put = stored
     key = put(b"not an archive")
     with pytest.raises(Exception):
         engine.local_copy(version_id, key)
     assert list((tmp_path / "copies").iterdir()) == []  # a failed download leaves nothing
     put(savedmodels.tar_gz(model_dirs["multi_io"]))
-    for number in range(3):
+    assert (engine.local_copy(f"{version_id}-0", key) / "saved_model.pb").exists()
+    one_copy = engine._size(tmp_path / "copies" / f"{version_id}-0")
+    monkeypatch.setattr(engine, "_copies_budget", lambda: 2 * one_copy + one_copy // 2)  # bytes for two copies
+    for number in range(1, 3):
         assert (engine.local_copy(f"{version_id}-{number}", key) / "saved_model.pb").exists()
     assert sorted(path.name for path in (tmp_path / "copies").iterdir()) == [f"{version_id}-1", f"{version_id}-2"]

@@ -14,6 +14,8 @@ from chalicelib import resources
 from chalicelib.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# Actions AWS authorizes on "*" only (no resource-level permissions); each is in deploy/stack.py's docstring.
+NO_RESOURCE_LEVEL = {"batch:DescribeJobs"}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_iam_is_least_privilege(template):
                 assert statement["Effect"] == "Allow"
                 assert not any(action == "*" or action.endswith(":*") for action in _actions([statement])), name
                 targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-                assert "*" not in targets, (name, statement)
+                assert "*" not in targets or _actions([statement]) <= NO_RESOURCE_LEVEL, (name, statement)
     functions = _functions(template)
     api = _actions(_role_statements(template, functions["app.app"]))
     scoring = _actions(_role_statements(template, functions["app.handle_tasks"]))
@@ -128,6 +130,67 @@ def test_iam_is_least_privilege(template):
     assert "s3:PutObject" in api and not {a for a in scoring | poller if a.startswith("s3:Put")}
     assert poller == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                       "dynamodb:Scan", "sqs:SendMessage", "sqs:GetQueueUrl"}
+    job = [statement for policy in roles["BacklogJobRole"]["Properties"]["Policies"]
+           for statement in policy["PolicyDocument"]["Statement"]]
+    for statements in (_role_statements(template, functions["app.handle_tasks"]), job):
+        assert "dynamodb:DeleteItem" not in _actions(statements)  # the ledger deletes through BatchWriteItem
+        for statement in statements:
+            if {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} & _actions([statement]):
+                assert statement["Resource"] in ({"Fn::GetAtt": ["VersionsTable", "Arn"]},
+                                                 {"Fn::GetAtt": ["LedgerTable", "Arn"]}), statement
+            assert "CredentialsTable" not in json.dumps(statement)
+
+
+def _secret_targets(statements: list[dict]) -> list:
+    return [statement["Resource"] for statement in statements
+            if any(action.startswith("secretsmanager:") for action in _actions([statement]))]
+
+
+def test_only_the_api_reads_the_signing_key_and_scoring_reads_only_deployments_keys(template):
+    functions = _functions(template)
+    deployments_keys = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
+                                   "secret:${AWS::StackName}/deployments/*"}
+    job = [statement for policy in template["Resources"]["BacklogJobRole"]["Properties"]["Policies"]
+           for statement in policy["PolicyDocument"]["Statement"]]
+    for statements in (_role_statements(template, functions["app.handle_tasks"]), job):
+        assert _secret_targets(statements) == [deployments_keys]
+        assert {action for action in _actions(statements) if action.startswith("secretsmanager:")} == {
+            "secretsmanager:GetSecretValue"}
+        assert "SigningKeySecret" not in json.dumps(statements)
+    assert {"Ref": "SigningKeySecret"} in _secret_targets(_role_statements(template, functions["app.app"]))
+    # The deployments' prefix is the one the code uses, and the signing key is not under it.
+    scoring_env = functions["app.handle_tasks"]["Environment"]["Variables"]
+    assert scoring_env["TFBATCH_SECRET_PREFIX"] == {"Ref": "AWS::StackName"}
+    assert template["Resources"]["SigningKeySecret"]["Properties"]["Name"] == {
+        "Fn::Sub": "${AWS::StackName}/token-signing-key"}
+    policy = template["Resources"]["SigningKeySecretPolicy"]["Properties"]
+    assert policy["SecretId"] == {"Ref": "SigningKeySecret"}
+    (deny,) = policy["ResourcePolicy"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "secretsmanager:GetSecretValue")
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": functions["app.app"]["Role"]}}
+
+
+def test_image_functions_get_the_ephemeral_storage_the_archive_limits_assume(template):
+    settings = get_settings()
+    scoring = _functions(template)["app.handle_tasks"]
+    assert scoring["EphemeralStorage"] == {"Size": settings.ephemeral_storage_mb}
+    assert scoring["EphemeralStorage"]["Size"] > 512  # Lambda's default cannot hold the largest accepted model
+    # A version of the largest accepted size, its archive and the cached copies fit in it together.
+    room = settings.max_archive_bytes + settings.max_inflated_bytes + settings.model_cache_bytes
+    assert 0 < settings.model_cache_bytes and room < settings.ephemeral_storage_mb * 1024 * 1024
+    for function in _functions(template).values():  # the API refuses at upload what scoring cannot hold
+        variables = function["Environment"]["Variables"]
+        assert variables["TFBATCH_EPHEMERAL_STORAGE_MB"] == str(settings.ephemeral_storage_mb)
+
+
+def test_gpu_instances_require_imdsv2_with_one_hop(template):
+    launch = template["Resources"]["GpuLaunchTemplate"]
+    assert launch["Type"] == "AWS::EC2::LaunchTemplate"
+    assert launch["Properties"]["LaunchTemplateData"]["MetadataOptions"] == {
+        "HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+    resources = template["Resources"]["GpuComputeEnvironment"]["Properties"]["ComputeResources"]
+    assert resources["LaunchTemplate"] == {"LaunchTemplateId": {"Ref": "GpuLaunchTemplate"},
+                                           "Version": {"Fn::GetAtt": ["GpuLaunchTemplate", "LatestVersionNumber"]}}
 
 
 def test_every_variable_the_stack_sets_is_one_the_code_reads(template, monkeypatch):
@@ -147,7 +210,8 @@ def test_every_variable_the_stack_sets_is_one_the_code_reads(template, monkeypat
     changed = {field for field in before.__dataclass_fields__ if getattr(before, field) != getattr(after, field)}
     monkeypatch.undo()
     get_settings.cache_clear()
-    assert {f"TFBATCH_{field.upper()}" for field in changed} == names
+    derived = {"TFBATCH_MAX_INFLATED_BYTES"}  # its default follows TFBATCH_EPHEMERAL_STORAGE_MB
+    assert {f"TFBATCH_{field.upper()}" for field in changed} == names | derived
 
 
 def test_backlog_jobs_run_the_image_on_gpus_that_scale_to_zero(template):

@@ -261,3 +261,42 @@ def test_endpoints_inside_the_service_network_are_refused(user, model_dirs, url)
     response = user.deploy(model_id, "any-in", "any-out")
     assert response.status_code == 400
     assert "private network" in error_of(response)["message"] and error_of(response)["target"]["name"] == "input"
+
+
+def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is_scored(
+        user, settings_env, server_aws, tmp_path):
+    """Both models compute only (they pass the op check); the limits are what stops them."""
+    import hostile_models
+
+    from chalicelib import deployments, engine
+
+    settings_env(TFBATCH_MAX_OUTPUT_BYTES=1024 * 1024, TFBATCH_MODEL_CALL_SECONDS=3, TFBATCH_BATCH_SIZE=1,
+                 TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=server_aws)
+    s3 = _buckets(user, "abuse")
+    s3.put_object(Bucket="abuse", Key="in/small.json", Body=b'{"x": [[3]]}')
+    s3.put_object(Bucket="abuse", Key="in/huge.json", Body=b'{"x": [[5e6]]}')  # 20 MB of floats from 14 bytes
+    created = user.deploy(user.publish(hostile_models.huge_output(tmp_path / "huge")), "abuse", "abuse",
+                          prefix="in/", out_prefix="huge-out/")
+    summary = runner.run_deployment(user.instance_id, body(created)["metadata"]["guid"])
+    assert (summary.scored, summary.failed) == (1, 1)
+    by_file = _records_by_file(user.outputs("abuse", "huge-out/"))
+    assert by_file["small.json"][0]["big"] == [0.5, 0.5, 0.5]
+    error = by_file["huge.json"][0]["error"]
+    assert error["code"] == "output_too_large" and "20000000 bytes, more than the 1048576" in error["message"]
+
+    s3.put_object(Bucket="abuse", Key="calm/zero.json", Body=b'{"x": [[0]]}')
+    s3.put_object(Bucket="abuse", Key="calm/spin.json", Body=b'{"x": [[1]]}')
+    created = user.deploy(user.publish(hostile_models.stalls_until_released(tmp_path / "stalls")), "abuse", "abuse",
+                          prefix="calm/", out_prefix="stall-out/")
+    deployment_id = body(created)["metadata"]["guid"]
+    item = deployments.load(user.instance_id, deployment_id)
+    model = engine.model(item["version_id"], item["archive_key"], "serving_default").result()
+    try:
+        summary = runner.run_deployment(user.instance_id, deployment_id)
+    finally:
+        model._loaded.release.assign(1)  # the abandoned call ends now
+    assert (summary.status, summary.scored, summary.failed) == ("SUCCESS", 1, 1)
+    by_file = _records_by_file(user.outputs("abuse", "stall-out/"))
+    assert by_file["zero.json"][0]["y"] == [0.0]
+    error = by_file["spin.json"][0]["error"]
+    assert error["code"] == "model_timeout" and "longer than 3 s" in error["message"]
