@@ -98,6 +98,7 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
         "instance_id": instance_id, "deployment_id": deployment_id, "type": "batch",
         "name": request.name, "description": request.description,
         "model_id": model_id, "version_id": latest["version_id"], "archive_key": latest["archive_key"],
+        "archive_sha256": latest.get("archive_sha256", ""),
         "model": {key: model.get(key, "") for key in ("name", "description", "author", "created_at",
                                                       "model_type", "runtime_environment")},
         "signature": signature, "input": source, "output": target,

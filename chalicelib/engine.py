@@ -1,7 +1,12 @@
 """The TensorFlow side of scoring: load a model version once per process, run batches on it.
 
-Models are cached by version id (a version's content never changes), so warm Lambda
-invocations and the backlog job reuse the loaded graph. A run asks for its model first and
+Models are cached by version (a version's content never changes), so warm Lambda
+invocations and the backlog job reuse the loaded graph. On disk the cache holds each
+version's archive, content-addressed: the SHA-256 recorded at upload is checked before every
+extraction, so a copy changed by anyone is discarded and fetched again, and a stored archive
+that no longer matches is refused. A load extracts into a private folder that is deleted as
+soon as the model is loaded (variables and asset tables live in memory then): no extracted
+model waits on disk for another tenant's graph to read or rewrite it. A run asks for its model first and
 gets a future: the version downloads, loads and makes its first call in a loader thread while
 the run takes its lease, lists and fetches its inputs, so the first scoring of a new version
 costs about the load alone, not the load plus that I/O. Inspection loads a new version through
@@ -12,14 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +38,26 @@ from chalicelib.settings import get_settings
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 MAX_LOADED = 4  # signatures kept ready per process; each keeps its version's variables in memory
+_ARCHIVE_SUFFIX = ".archive"
+
+
+class TamperedArchive(Exception):
+    """The stored archive no longer hashes to the digest recorded at upload; it is never used."""
+
+
+@dataclass(frozen=True)
+class StoredArchive:
+    """A model version's archive: where it is stored, and the SHA-256 it had at upload."""
+
+    version_id: str
+    key: str
+    sha256: str
+
+    @classmethod
+    def of(cls, item: dict) -> StoredArchive:
+        """From a version item, or a deployment item (which copies its version's fields). An
+        item from before digests were recorded gets none, and its archive is refused at load."""
+        return cls(item["version_id"], item["archive_key"], item.get("archive_sha256", ""))
 
 
 class ModelCallTimeout(Exception):
@@ -122,16 +150,16 @@ def _joinable(first: Batch, other: Batch) -> bool:
 
 
 class _Loading:
-    """Futures of models by (version, archive, signature): each loads once per process, in a
-    loader thread; a failed load is forgotten, so the next run tries again."""
+    """Futures of models by (archive, signature): each loads once per process, in a loader
+    thread; a failed load is forgotten, so the next run tries again."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._futures: OrderedDict[tuple[str, str, str], Future] = OrderedDict()
+        self._futures: OrderedDict[tuple[StoredArchive, str], Future] = OrderedDict()
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-loader")
 
-    def get(self, version_id: str, archive_key: str, signature_name: str) -> Future:
-        key = (version_id, archive_key, signature_name)
+    def get(self, archive: StoredArchive, signature_name: str) -> Future:
+        key = (archive, signature_name)
         with self._lock:
             future = self._futures.get(key)
             if future is None or (future.done() and future.exception() is not None):
@@ -150,68 +178,113 @@ _loading = _Loading()
 _version_lock = threading.Lock()  # one version loads at a time: no two threads load the same one
 
 
-def model(version_id: str, archive_key: str, signature_name: str) -> Future:
+def model(archive: StoredArchive, signature_name: str) -> Future:
     """A future of one signature of a model version, ready to predict: loaded already, or
     loading now in the background while the caller goes on."""
-    return _loading.get(version_id, archive_key, signature_name)
+    return _loading.get(archive, signature_name)
 
 
-def preload(version_id: str, archive_key: str, signature_names: Iterable[str]) -> None:
+def preload(archive: StoredArchive, signature_names: Iterable[str]) -> None:
     """Load a version and warm each of its signatures now; raises what the load raised."""
     for name in signature_names:
-        model(version_id, archive_key, name).result()
+        model(archive, name).result()
 
 
-def _ready(version_id: str, archive_key: str, signature_name: str) -> Model:
+def _ready(archive: StoredArchive, signature_name: str) -> Model:
     with _version_lock:
-        loaded = _loaded(version_id, archive_key)
+        loaded = _loaded(archive)
     return Model(loaded, signature_name).warm_up()
 
 
 @functools.lru_cache(maxsize=MAX_LOADED)
-def _loaded(version_id: str, archive_key: str):
-    """The version's SavedModel, loaded once per process from its local copy (made once) and
-    shared by its signatures."""
-    return savedmodel.load(local_copy(version_id, archive_key))
+def _loaded(archive: StoredArchive):
+    """The version's SavedModel, loaded once per process (checked against the op allow-list
+    first, by savedmodel.load) and shared by its signatures."""
+    with extracted(archive) as model_dir:
+        return savedmodel.load(model_dir)
 
 
-def local_copy(version_id: str, archive_key: str) -> Path:
-    """The version's SavedModel directory, downloaded and safely extracted once per machine.
-
-    A download that fails, or loses the race to another process, leaves nothing behind, and
-    only the newest copies that fit settings.model_cache_bytes are kept: a long-lived Lambda
-    container's /tmp (its EphemeralStorage) must not fill up with versions it no longer serves."""
-    target = _CACHE_DIR / version_id
-    if not (target / ".complete").exists():
-        scratch = Path(tempfile.mkdtemp(prefix=f".{version_id}-", dir=_mkdir(_CACHE_DIR)))
+@contextlib.contextmanager
+def extracted(archive: StoredArchive) -> Iterator[Path]:
+    """The version's SavedModel directory, safely extracted from its verified archive into a
+    private folder (mode 700) that is deleted when the block ends."""
+    with _verified(archive) as stream:
+        scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=_mkdir(_CACHE_DIR / archive.version_id)))
         try:
-            archive = scratch / "model.archive"
-            aws.client("s3").download_file(get_settings().models_bucket, archive_key, str(archive))
-            with open(archive, "rb") as stream:
-                root = archives.extract(stream, scratch / "model", models.archive_limits())
-            archive.unlink()
-            (scratch / ".root").write_text(str(root.relative_to(scratch)))
-            (scratch / ".complete").touch()
-            try:
-                scratch.rename(target)
-            except OSError:  # another process finished first: use its copy
-                pass
+            yield archives.extract(stream, scratch / "model", models.archive_limits())
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)  # gone already when it became the copy
-        _prune(keep=target)
-    return target / (target / ".root").read_text()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _verified(archive: StoredArchive) -> Iterator[BinaryIO]:
+    """The local copy of the archive, open, hashed through that very handle and found equal to
+    the digest recorded at upload. A copy that differs (changed on disk, or half written) is
+    discarded and downloaded again; a download that differs too is refused."""
+    if not archive.sha256:
+        raise TamperedArchive(f"Model version {archive.version_id} was uploaded before archives were recorded by "
+                              "their SHA-256, so its content cannot be verified; upload the model again.")
+    path = _CACHE_DIR / archive.version_id / f"{archive.sha256}{_ARCHIVE_SUFFIX}"
+    stream = _open_if_intact(path, archive.sha256)
+    if stream is None:
+        _download(archive, path)
+        stream = _open_if_intact(path, archive.sha256)
+    if stream is None:
+        raise TamperedArchive(f"The stored archive of model version {archive.version_id} does not match the "
+                              "SHA-256 recorded when it was uploaded; it was not used. Upload the model again.")
+    os.utime(path)  # the most recently used copy is the last one pruned
+    with stream:
+        yield stream
+
+
+def _open_if_intact(path: Path, sha256: str) -> BinaryIO | None:
+    try:
+        stream = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    if _sha256(stream) == sha256:
+        stream.seek(0)
+        return stream
+    stream.close()
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _download(archive: StoredArchive, path: Path) -> None:
+    """Fetch the archive to `path`: into a scratch file first, so a failed or concurrent download
+    never leaves a partial copy under the archive's name."""
+    folder = _mkdir(path.parent)
+    handle, scratch = tempfile.mkstemp(prefix=".download-", dir=folder)
+    os.close(handle)
+    try:
+        aws.client("s3").download_file(get_settings().models_bucket, archive.key, scratch)
+        os.replace(scratch, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)
+    _prune(keep=folder)
+
+
+def _sha256(stream) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _prune(keep: Path) -> None:
-    """Delete the oldest copies until the rest, `keep` included, fit the budget by bytes: a
-    count would let a few large versions fill /tmp, and leave the next download no room."""
+    """Delete the least recently used versions' archives until the rest, `keep` included, fit
+    the budget by bytes: a count would let a few large versions fill /tmp, and leave the next
+    download no room."""
     budget = _copies_budget() - _size(keep)
-    copies = [path for path in _CACHE_DIR.iterdir() if path != keep and (path / ".complete").exists()]
-    copies.sort(key=lambda path: ((path / ".complete").stat().st_mtime_ns, path.name), reverse=True)
-    for old in copies:  # newest first; once one does not fit, neither does anything older
-        budget -= _size(old)
+    copies = [(folder, max(archive.stat().st_mtime_ns for archive in found))
+              for folder in _CACHE_DIR.iterdir() if folder != keep
+              if (found := list(folder.glob(f"*{_ARCHIVE_SUFFIX}")))]
+    copies.sort(key=lambda copy: (copy[1], copy[0].name), reverse=True)
+    for folder, _ in copies:  # newest first; once one does not fit, neither does anything older
+        budget -= _size(folder)
         if budget < 0:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copies_budget() -> int:

@@ -17,10 +17,11 @@ def inspect_version(model_id: str, version_id: str) -> str:
     the deployments that follow."""
     version = models.load_version(model_id, version_id)
     try:
-        model_dir = engine.local_copy(version_id, version["archive_key"])
-        savedmodel.check(model_dir)
-        signatures = savedmodel.read_signatures(model_dir)
-        engine.preload(version_id, version["archive_key"], [signature["name"] for signature in signatures])
+        archive = engine.StoredArchive.of(version)
+        with engine.extracted(archive) as model_dir:
+            savedmodel.check(model_dir)
+            signatures = savedmodel.read_signatures(model_dir)
+        engine.preload(archive, [signature["name"] for signature in signatures])
     except Exception as error:  # any failure to read or load makes the version invalid, with why
         reason = (str(error) if isinstance(error, graphcheck.RefusedModel)
                   else f"{type(error).__name__}: {error}").strip()[:2000]

@@ -7,6 +7,7 @@ inputs writes a second set of output files.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,16 +64,20 @@ def count_inputs(input_: str, output: str) -> int:
     return sum(1 for _ in _listing(open_location(input_), _inside(output, input_)))
 
 
-def model_directory(model: str) -> Path:
-    """A SavedModel directory as given, or a published model's newest ready version, fetched
-    from the service's model store (the local stack's by default) into the local model cache."""
+def _load(model: str, signature_name: str | None) -> tuple[dict, engine.Model]:
+    """The chosen signature and the model, loaded from a SavedModel directory as given, or from
+    a published model's newest ready version, fetched from the service's model store (the local
+    stack's by default), verified against its digest and extracted only while it loads."""
     path = Path(model).expanduser()
     if path.is_dir():
-        return path
-    from chalicelib import models
+        directory = contextlib.nullcontext(path)
+    else:
+        from chalicelib import models
 
-    version = models.latest_ready_version(model)
-    return engine.local_copy(version["version_id"], version["archive_key"])
+        directory = engine.extracted(engine.StoredArchive.of(models.latest_ready_version(model)))
+    with directory as model_dir:
+        signature = deployments.choose_signature(savedmodel.read_signatures(model_dir), signature_name)
+        return signature, engine.Model(savedmodel.load(model_dir), signature["name"])
 
 
 @dataclass
@@ -87,9 +92,7 @@ def score(model: str, input_: str, output: str, *, signature_name: str | None = 
           on_progress: Callable[[Progress], None] | None = None) -> Progress:
     """Score every input of a folder or bucket; groups are fetched and parsed ahead of the model."""
     settings = get_settings()
-    model_dir = model_directory(model)
-    signature = deployments.choose_signature(savedmodel.read_signatures(model_dir), signature_name)
-    loaded = engine.Model(savedmodel.load(model_dir), signature["name"])
+    signature, loaded = _load(model, signature_name)
     specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
     source, target = open_location(input_), open_location(output)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

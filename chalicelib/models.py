@@ -7,6 +7,7 @@ The model item keeps a copy of its latest version so lists need no extra reads.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 
@@ -129,6 +130,7 @@ def upload_content(call: Call, instance_id: str, model_id: str) -> dict:
         "version_id": version_id,
         "instance_id": instance_id,
         "archive_key": archive_key,
+        "archive_sha256": hashlib.sha256(body).hexdigest(),  # checked before every extraction (engine)
         "status": PENDING,
         "created_at": now,
     }

@@ -106,7 +106,7 @@ class DeploymentRun:
         return self._work(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
 
     def _work(self, steps, scope: str, fields: dict) -> Summary:
-        self.model = engine.model(self.item["version_id"], self.item["archive_key"], self.signature_name)
+        self.model = engine.model(engine.StoredArchive.of(self.item), self.signature_name)
         if not self._take(scope):
             return self.summary
         try:

@@ -290,7 +290,7 @@ def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is
                           prefix="calm/", out_prefix="stall-out/")
     deployment_id = body(created)["metadata"]["guid"]
     item = deployments.load(user.instance_id, deployment_id)
-    model = engine.model(item["version_id"], item["archive_key"], "serving_default").result()
+    model = engine.model(engine.StoredArchive.of(item), "serving_default").result()
     try:
         summary = runner.run_deployment(user.instance_id, deployment_id)
     finally:
