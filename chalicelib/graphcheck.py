@@ -6,16 +6,21 @@ calls, control-flow bodies and gradient functions are library functions too), so
 cannot hide in a function that only some path calls.
 
 Most ops are simply allowed or not (`op_allowlist`). A few are allowed only where the
-loader's own protocol runs them, which needs to know *who runs what*:
-- each graph node and function gets the contexts it can run in: `exec` (reachable from a
-  signature, an init op, a collection the TF1 loader runs, or, for TF2 exports, any function
-  the restored object exposes), `restore` (the saver's restore op), `save` (the saver's save
-  tensor, which no loader runs), or `unused`;
-- the input that names a file is traced back through pass-through ops, function arguments (to
-  every call site, and to the captures TF2 binds) and asset-path variables, to prove it is
-  one of the model's assets or the saver's filename tensor, which the loader feeds.
-A source that cannot be proven (a constant, the caller's data, a loop, anything else) is
-refused: the burden of proof is on the model.
+loader's own protocol runs them, which needs to know *who runs what*, and that depends on the
+loader: `tf.saved_model.load` takes the TF2 path (the object graph's functions, called with
+the captures it binds) for a file with one meta graph that has an object graph, and the TF1
+path (the graph itself, pruned per signature) otherwise.
+- each graph node and function gets the contexts it can run in: `init` (the init op, the one
+  step into which the TF1 loader feeds asset paths), `exec` (a signature or, for TF2 exports,
+  any function the restored object exposes), `restore` (the saver's
+  restore op, fed the variables' path), `save` (the saver's save tensor, which no loader
+  runs), or `unused`;
+- the input that names a file is traced back through pass-through ops and function arguments
+  (to every call site the loader in use runs, and to the captures TF2 binds), to prove it is
+  one of the model's assets, bound or fed where the reader runs, or the saver's filename.
+A source that cannot be proven (a constant, the caller's data, a variable, a loop, anything
+else) is refused: the burden of proof is on the model. Attributes are checked too: no tensor
+in an attribute may be a resource or variant (a forged handle to another model's state).
 """
 from __future__ import annotations
 
@@ -23,14 +28,19 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
 from chalicelib import op_allowlist as allow
 
-EXEC, RESTORE, SAVE, UNUSED = "exec", "restore", "save", "unused"
-ASSET, SAVER_FILENAME, OTHER = "asset", "saver filename", "other"
+INIT, EXEC, RESTORE, SAVE, UNUSED = "init", "exec", "restore", "save", "unused"
+ASSET, ASSET_TENSOR, SAVER_FILENAME, OTHER = "asset", "asset tensor", "saver filename", "other"
 _DIRECT_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}  # arguments map to inputs one to one
-_VARIABLE_USES = {"ReadVariableOp", "AssignVariableOp", "VarIsInitializedOp", "VariableShape"}
-_MAX_LISTED = 20
+_INIT_SIGNATURE = "__saved_model_init_op"
+_INIT_COLLECTIONS = {"saved_model_main_op", "legacy_init_op"}
 _LEGACY_ASSETS = "saved_model_assets"
+_HANDLE_TYPES = {types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE_REF, types_pb2.DT_VARIANT_REF}
+_MAX_LISTED = 20
 
 
 class RefusedModel(ValueError):
@@ -52,8 +62,9 @@ def check(proto, assets_dir: Path) -> None:
 
     `proto` is the parsed saved_model_pb2.SavedModel; `assets_dir` the model's `assets/`."""
     refusals: set[Refusal] = set()
+    tf2 = len(proto.meta_graphs) == 1 and proto.meta_graphs[0].HasField("object_graph_def")  # as TF decides
     for meta_graph in proto.meta_graphs:
-        refusals |= _MetaGraph(meta_graph, assets_dir).refusals()
+        refusals |= _MetaGraph(meta_graph, assets_dir, tf2=tf2).refusals()
     if refusals:
         listed = sorted(refusals)
         more = f"; and {len(listed) - _MAX_LISTED} more" if len(listed) > _MAX_LISTED else ""
@@ -73,9 +84,10 @@ def _node_name(ref: str) -> str:
 class _MetaGraph:
     """One meta graph's nodes, functions, call sites and contexts, read once."""
 
-    def __init__(self, meta_graph, assets_dir: Path):
+    def __init__(self, meta_graph, assets_dir: Path, *, tf2: bool):
         self.meta_graph = meta_graph
         self.assets_dir = assets_dir
+        self.tf2 = tf2
         graph = meta_graph.graph_def
         self.nodes = {node.name: node for node in graph.node}
         self.functions = {function.signature.name: function for function in graph.library.function}
@@ -86,11 +98,8 @@ class _MetaGraph:
         self.gradients = {gradient.function_name: gradient.gradient_func for gradient in graph.library.gradient}
         self.problems: set[Refusal] = set()
         self.callers: dict[str, list[tuple[str | None, object]]] = defaultdict(list)
-        self.consumers: dict[str, list[object]] = defaultdict(list)
         for node in graph.node:
             self._index(None, node)
-            for ref in node.input:
-                self.consumers[_node_name(ref)].append(node)
         for name, function in self.functions.items():
             for node in function.node_def:
                 self._index(name, node)
@@ -102,17 +111,16 @@ class _MetaGraph:
     # --- what calls what -------------------------------------------------------------------
 
     def _calls(self, scope: str | None, node) -> list[str]:
-        """The library functions a node runs (by op name or function-valued attributes)."""
+        """The library functions a node runs (by op name or function-valued attributes, nested
+        ones included)."""
         called = [node.op] if node.op in self.functions else []
-        for key, value in node.attr.items():
-            names = [value.func.name] if value.func.name else [func.name for func in value.list.func]
-            for name in names:
-                if name in self.functions:
-                    called.append(name)
-                else:
-                    self.problems.add(Refusal(node.op, _where(scope, node),
-                                              f"attribute '{key}' names function '{name}', which the model "
-                                              "does not define"))
+        for key, name in _function_names(node.attr):
+            if name in self.functions:
+                called.append(name)
+            else:
+                self.problems.add(Refusal(node.op, _where(scope, node),
+                                          f"attribute '{key}' names function '{name}', which the model "
+                                          "does not define"))
         return called
 
     def _index(self, scope: str | None, node) -> None:
@@ -132,15 +140,16 @@ class _MetaGraph:
         return found
 
     def _roots(self) -> dict[str, list[tuple[str, str]]]:
-        graph_roots = []
-        for signature in self.meta_graph.signature_def.values():
+        init_roots, graph_roots = [], []
+        for key, signature in self.meta_graph.signature_def.items():
             for info in [*signature.inputs.values(), *signature.outputs.values()]:
-                graph_roots.append(_node_name(info.name))
-        for collection in self.meta_graph.collection_def.values():  # main_op, legacy_init_op, ...
-            graph_roots += [_node_name(ref) for ref in collection.node_list.value]
+                (init_roots if key == _INIT_SIGNATURE else graph_roots).append(_node_name(info.name))
+        for key in _INIT_COLLECTIONS & set(self.meta_graph.collection_def):  # other collections only name things
+            init_roots += [_node_name(ref) for ref in self.meta_graph.collection_def[key].node_list.value]
         saver = self.meta_graph.saver_def
         exposed = list(self.meta_graph.object_graph_def.concrete_functions)  # TF2: callable after load
         return {
+            INIT: [("node", name) for name in init_roots if name in self.nodes],
             EXEC: [("node", name) for name in graph_roots if name in self.nodes]
             + [("function", name) for name in exposed if name in self.functions],
             RESTORE: [("node", _node_name(saver.restore_op_name))] if saver.restore_op_name else [],
@@ -172,13 +181,17 @@ class _MetaGraph:
 
     def _check(self, scope: str | None, node, contexts: set[str]) -> None:
         op = node.op
+        where = _where(scope, node)
+        self._check_attributes(op, where, node)
         if op in allow.ALLOWED or op in self.functions:
             return
-        where = _where(scope, node)
         if op in allow.ASSET_READERS:
             sources = self._input_sources(scope, node, allow.ASSET_READERS[op])
-            if sources != {ASSET}:
+            if not sources <= {ASSET, ASSET_TENSOR}:
                 self._refuse(op, where, "its file is not one of the model's own assets")
+            elif ASSET_TENSOR in sources and not contexts <= {INIT}:
+                self._refuse(op, where, "it reads an asset outside the init op, where the loader does not "
+                                        "give the asset's path")
         elif op in allow.RESTORE_OPS:
             if contexts != {RESTORE}:
                 self._refuse(op, where, "it reads checkpoint files outside the loader's variable restore")
@@ -192,6 +205,17 @@ class _MetaGraph:
 
     def _refuse(self, op: str, where: str, why: str) -> None:
         self.problems.add(Refusal(op, where, why))
+
+    def _check_attributes(self, op: str, where: str, node) -> None:
+        for key, value in node.attr.items():
+            if value.HasField("tensor") and value.tensor.dtype in _HANDLE_TYPES:
+                self._refuse(op, where, f"attribute '{key}' holds a resource or variant tensor, which could "
+                                        "name another model's state")
+            types = [value.type] if value.HasField("type") else list(value.list.type)
+            if op in allow.DESERIALIZERS and _HANDLE_TYPES.intersection(types):
+                self._refuse(op, where, f"attribute '{key}' makes it decode bytes into a resource or variant")
+        if op == "Empty" and not node.attr["init"].b:
+            self._refuse(op, where, "without init=true it returns uninitialised memory")
 
     # --- where a filename comes from ---------------------------------------------------------
 
@@ -209,12 +233,10 @@ class _MetaGraph:
         if scope is None:
             tensor = ref if ":" in ref else f"{ref}:0"
             if tensor in self.asset_tensors:
-                return {ASSET}
+                return {ASSET_TENSOR}
             if tensor == self.saver_filename:
                 return {SAVER_FILENAME}
             node = self.nodes.get(name)
-            if node is not None and node.op == "ReadVariableOp" and node.input:
-                return self._variable_sources(node.input[0], seen)
         else:
             if name in self.arguments[scope] and ":" not in ref:
                 return self._argument_sources(scope, self.arguments[scope].index(name), seen)
@@ -228,31 +250,20 @@ class _MetaGraph:
         for a function the restored TF2 object exposes, the capture TF2 binds (or, for its
         regular arguments, whatever its caller passes)."""
         found: set[str] = set()
+        exposed = self.meta_graph.object_graph_def.concrete_functions.get(function)
         for scope, node in self.callers[function]:
+            if scope is None and self.tf2 and exposed is not None:
+                continue  # the TF2 loader calls it with the captures it binds, never from the graph's nodes
             data_inputs = [ref for ref in node.input if not ref.startswith("^")]
             direct = node.op == function or (node.op in _DIRECT_CALLS and node.attr["f"].func.name == function)
             if not direct or index >= len(data_inputs):
                 found.add(OTHER)  # control-flow bodies and odd calls: not mapped, so not proven
                 continue
             found |= self._sources(scope, data_inputs[index], seen)
-        exposed = self.meta_graph.object_graph_def.concrete_functions.get(function)
         if exposed is not None:
             bound = list(exposed.bound_inputs)
             regular = len(self.arguments[function]) - len(bound)
             found.add(ASSET if index >= regular and bound[index - regular] in self.asset_objects else OTHER)
-        return found or {OTHER}
-
-    def _variable_sources(self, handle_ref: str, seen: frozenset) -> set[str]:
-        """A TF2 export keeps asset paths in graph variables: the value read is whatever the
-        graph assigns, provided the handle goes nowhere else (a call or a restore could
-        assign it from anywhere)."""
-        uses = self.consumers[_node_name(handle_ref)]
-        if not uses or any(use.op not in _VARIABLE_USES for use in uses):
-            return {OTHER}
-        assigned = [use for use in uses if use.op == "AssignVariableOp" and len(use.input) > 1]
-        found: set[str] = set()
-        for assign in assigned:
-            found |= self._sources(None, assign.input[1], seen)
         return found or {OTHER}
 
     # --- assets --------------------------------------------------------------------------------
@@ -260,7 +271,7 @@ class _MetaGraph:
     def _assets(self) -> tuple[set[str], set[int]]:
         """The asset tensors (TF1) and asset objects (TF2) whose files are the model's own; an
         asset whose file name leaves `assets/` or is missing is refused outright."""
-        files = [*self.meta_graph.asset_file_def, *self._legacy_assets()]
+        files = list(self.meta_graph.asset_file_def) or self._legacy_assets()  # the loader reads one or the other
         good_files = set()
         for index, asset in enumerate(files):
             name = asset.filename
@@ -285,8 +296,6 @@ class _MetaGraph:
     def _legacy_assets(self) -> list:
         """TF1 builders may record assets in the 'saved_model_assets' collection instead, as the
         loader still accepts."""
-        from tensorflow.core.protobuf import meta_graph_pb2
-
         collection = self.meta_graph.collection_def.get(_LEGACY_ASSETS)
         found = []
         for packed in collection.any_list.value if collection is not None else []:
@@ -294,6 +303,16 @@ class _MetaGraph:
             if packed.Unpack(asset):
                 found.append(asset)
         return found
+
+
+def _function_names(attrs, prefix: str = "") -> list[tuple[str, str]]:
+    """(attribute, function name) of every function an attribute map names, at any depth."""
+    found = []
+    for key, value in attrs.items():
+        for func in ([value.func] if value.HasField("func") else list(value.list.func)):
+            found.append((prefix + key, func.name))
+            found += _function_names(func.attr, f"{prefix}{key}.")
+    return found
 
 
 def _where(scope: str | None, node) -> str:

@@ -13,6 +13,7 @@ Allowed, because they only compute on tensors the graph already holds:
   functions, sparse CSR matrices.
 - NEURAL_NETWORKS: convolutions, pooling, normalisation, activations, RNN cells (the cuDNN ones
   are what Keras saves for GPU-trained LSTMs), CTC, candidate sampling, quantised kernels.
+  Not FixedUnigramCandidateSampler: it opens the file its `vocab_file` attribute names.
 - ARRAYS: shapes, slicing, gathers and scatters into tensors, padding, sparse and ragged
   tensors, tensor lists and maps, and the in-memory TensorArray and stack of TF1 loops.
   Not ImmutableConst (it memory-maps a file named in an attribute) nor the debug identities.
@@ -27,6 +28,13 @@ Allowed, because they only compute on tensors the graph already holds:
   Not mutexes: a lock shared by name could stall another tenant's model.
 - TABLES: lookup tables built from tensors, and lookups. Table initialisation from a text
   file is RESTRICTED, below.
+
+Allowed ops can still forge what they may not hold. A resource or variant tensor written out as
+bytes (a Const's value, ParseTensor's input) is a handle to any table or variable of the
+process, another tenant's included, or a crafted variant that crashes it; so no attribute
+may hold a tensor of those types, and the DESERIALIZERS may not produce them. Empty with
+`init=false` hands back uninitialised memory (another model's data, perhaps), so only
+`init=true` is allowed.
 
 Restricted, allowed only where `graphcheck` can prove what they touch:
 - ASSET_READERS (InitializeTableFromTextFile*): a vocabulary from the model's own `assets/`
@@ -108,7 +116,7 @@ NEURAL_NETWORKS = _ops("""
     CudnnRNNParamsSize CudnnRNNParamsToCanonical CudnnRNNParamsToCanonicalV2 CudnnRNNV2
     CudnnRNNV3 DataFormatDimMap DataFormatVecPermute DepthwiseConv2dNative
     DepthwiseConv2dNativeBackpropFilter DepthwiseConv2dNativeBackpropInput Dilation2D
-    Dilation2DBackpropFilter Dilation2DBackpropInput Elu EluGrad FixedUnigramCandidateSampler
+    Dilation2DBackpropFilter Dilation2DBackpropInput Elu EluGrad
     FractionalAvgPool FractionalAvgPoolGrad FractionalMaxPool FractionalMaxPoolGrad
     FusedBatchNorm FusedBatchNormGrad FusedBatchNormGradV2 FusedBatchNormGradV3 FusedBatchNormV2
     FusedBatchNormV3 FusedPadConv2D FusedResizeAndPadConv2D GRUBlockCell GRUBlockCellGrad InTopK
@@ -257,6 +265,10 @@ ALLOWED = MATH | NEURAL_NETWORKS | ARRAYS | RANDOM | CONTROL_FLOW | TEXT_AND_MED
 ASSET_READERS = {"InitializeTableFromTextFile": 1, "InitializeTableFromTextFileV2": 1}
 RESTORE_OPS = {"RestoreV2": 0, "Restore": 0, "RestoreSlice": 0}
 SAVE_OPS = frozenset({"SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints"})
+
+# Ops that turn bytes into a tensor of the dtype an attribute names: never a resource or variant.
+DESERIALIZERS = frozenset({"ParseTensor", "DeserializeSparse", "DeserializeManySparse",
+                           "TakeManySparseFromTensorsMap"})
 
 # Ops that pass their first input through unchanged: a traced filename may go through them.
 PASS_THROUGH = frozenset({"Identity", "Snapshot", "StopGradient", "PlaceholderWithDefault"})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 _STRING = [tf.TensorSpec([None], tf.string, name="text")]
@@ -176,6 +177,102 @@ def asset_outside_the_model(directory: Path) -> Path:
     proto.meta_graphs[0].asset_file_def[0].filename = "../../../../etc/passwd"
     (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
     return directory
+
+
+def samples_from_a_file(directory: Path) -> Path:
+    """An allowed family's op with a file in an attribute: the kernel opens it when built."""
+    def body(text):
+        sampled = tf.random.fixed_unigram_candidate_sampler(
+            true_classes=tf.zeros([1, 1], tf.int64), num_true=1, num_sampled=1, unique=False, range_max=1,
+            vocab_file="/etc/hostname")
+        return tf.strings.as_string(sampled.sampled_candidates[0]) + text
+    return _save(_serving(body), directory)
+
+
+def forges_a_handle(directory: Path) -> Path:
+    """A table handle decoded from the caller's bytes: any table of the process, another
+    tenant's included, exported and destroyed."""
+    module = tf.Module()
+
+    def body(handle):
+        table = tf.raw_ops.ParseTensor(serialized=handle, out_type=tf.resource)
+        keys, _ = tf.raw_ops.LookupTableExportV2(table_handle=table, Tkeys=tf.string, Tvalues=tf.int64)
+        return {"out": keys}
+    module.serve = tf.function(body, input_signature=[tf.TensorSpec([], tf.string, name="handle")])
+    return _save(module, directory)
+
+
+def constant_handle(directory: Path) -> Path:
+    """A Const whose value is a resource handle (written into the protobuf, as an attacker would)."""
+    string_io_like = _serving(lambda text: tf.strings.upper(text))
+    _save(string_io_like, directory)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    function = next(f for f in proto.meta_graphs[0].graph_def.library.function if "lambda" in f.signature.name)
+    node = function.node_def.add(name="forged", op="Const")
+    node.attr["dtype"].type = types_pb2.DT_RESOURCE
+    node.attr["value"].tensor.dtype = types_pb2.DT_RESOURCE
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return directory
+
+
+def reads_uninitialised_memory(directory: Path) -> Path:
+    def body(text):
+        leftovers = tf.raw_ops.Empty(shape=[1024], dtype=tf.float32, init=False)
+        return tf.strings.as_string(tf.reduce_sum(leftovers)) + text
+    return _save(_serving(body), directory)
+
+
+def _tf1_table_model(directory: Path, build_filename, *, main_op: bool) -> Path:
+    """A TF1 graph with a text-file table whose filename `build_filename(asset)` gives."""
+    v1 = tf.compat.v1
+    source = directory.with_name(directory.name + "-vocabulary.txt")
+    source.write_text("\n".join(VOCABULARY) + "\n")
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        asset = tf.constant(str(source), name="asset_path")
+        graph.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset)
+        word = v1.placeholder(tf.string, [None], name="word")
+        table = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64, use_node_name_sharing=True)
+        init = tf.raw_ops.InitializeTableFromTextFileV2(table_handle=table, filename=build_filename(asset),
+                                                        key_index=-2, value_index=-1)
+        with tf.control_dependencies([] if main_op else [init]):
+            ids = tf.raw_ops.LookupTableFindV2(table_handle=table, keys=word, default_value=tf.constant(-1, tf.int64))
+        builder = v1.saved_model.Builder(str(directory))
+        signature = v1.saved_model.signature_def_utils.predict_signature_def({"word": word}, {"id": ids})
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], signature_def_map={"serving_default": signature},
+            assets_collection=graph.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+            main_op=tf.group(init) if main_op else None)
+        builder.save()
+    return directory
+
+
+def tf1_asset_read_by_the_signature(directory: Path) -> Path:
+    """The TF1 loader feeds asset paths only into the init op: a signature that fills a table
+    from the asset tensor reads the tensor's own constant, which the attacker edits."""
+    _tf1_table_model(directory, lambda asset: asset, main_op=False)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    for node in proto.meta_graphs[0].graph_def.node:
+        if node.name == "asset_path":
+            node.attr["value"].tensor.string_val[0] = b"/etc/hostname"
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return directory
+
+
+def tf1_asset_through_an_aliased_variable(directory: Path) -> Path:
+    """The init op reads the filename from variable A, assigned only the asset; but B shares
+    A's name, so it is the same variable, and B is assigned another path afterwards."""
+    def through_variables(asset):
+        first = tf.raw_ops.VarHandleOp(dtype=tf.string, shape=[], shared_name="path", name="A")
+        second = tf.raw_ops.VarHandleOp(dtype=tf.string, shape=[], shared_name="path", name="B")
+        set_first = tf.raw_ops.AssignVariableOp(resource=first, value=asset)
+        with tf.control_dependencies([set_first]):
+            set_second = tf.raw_ops.AssignVariableOp(resource=second, value=tf.constant("/etc/hostname"))
+        with tf.control_dependencies([set_second]):
+            return tf.raw_ops.ReadVariableOp(resource=first, dtype=tf.string)
+    return _tf1_table_model(directory, through_variables, main_op=True)
 
 
 # --- what must stay accepted -------------------------------------------------------------------

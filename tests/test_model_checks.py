@@ -36,6 +36,12 @@ REFUSED = {
     "hidden_in_a_branch": ("ReadFile", "in function __inference_steal"),
     "tf1_graph_reads_a_file": ("ReadFile", "in the graph, node 'steal'"),
     "asset_outside_the_model": ("asset '../../../../etc/passwd'", "plain name inside assets/"),
+    "samples_from_a_file": ("FixedUnigramCandidateSampler", "not on the allow-list"),
+    "forges_a_handle": ("ParseTensor", "decode bytes into a resource or variant"),
+    "constant_handle": ("Const", "holds a resource or variant tensor"),
+    "reads_uninitialised_memory": ("Empty", "uninitialised memory"),
+    "tf1_asset_read_by_the_signature": ("InitializeTableFromTextFileV2", "outside the init op"),
+    "tf1_asset_through_an_aliased_variable": ("InitializeTableFromTextFileV2", "not one of the model's own assets"),
 }
 ACCEPTED = ["vocabulary_table", "keras_string_lookup", "tf1_vocabulary_table"]
 
