@@ -20,13 +20,13 @@ _LIVE_JOB_STATES = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"}
 
 def dispatch(instance_id: str, deployment_id: str) -> str:
     """Score the deployment's backlog here or submit it; says which ("scored", "submitted",
-    "running": a job is already on it, "deleted")."""
+    "running": a job is already on it, "deleted", "failed": a store may no longer be called)."""
     from chalicelib import runner  # TensorFlow: only where scoring happens
 
     settings = get_settings()
     run = runner.open_run(instance_id, deployment_id)
-    if run is None:
-        return "deleted"
+    if isinstance(run, runner.Summary):
+        return run.status.lower()
     if settings.batch_job_queue and run.has_more_inputs_than(settings.backlog_threshold):
         return submit(instance_id, deployment_id, settings.backlog_shards)
     run.run()

@@ -77,7 +77,10 @@ _NOT_GLOBAL = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b:1::/
 
 
 class EndpointRefused(BadRequest):
-    """A user's endpoint the service will not call (see the module's docstring)."""
+    """A user's endpoint the service will not call (see the module's docstring). `lasting` is
+    False when the host merely did not resolve, which often passes."""
+
+    lasting = True
 
 
 def endpoint(url: str) -> str | None:
@@ -94,7 +97,9 @@ def check_endpoint(side: str | None, url: str) -> None:
     host = _host(side, url)
     reason = _verdict(host)
     if reason is not None:
-        raise _refused(side, f"The {_name(side)} url's host '{host}' {reason}.")
+        refused = _refused(side, f"The {_name(side)} url's host '{host}' {reason}.")
+        refused.lasting = reason != _UNRESOLVED
+        raise refused
 
 
 def _exempt(url: str) -> bool:
@@ -147,6 +152,9 @@ def _plain_host(host: str) -> bool:
     return not getattr(address, "scope_id", None)
 
 
+_UNRESOLVED = "does not resolve; check the url"
+
+
 def _verdict(host: str) -> str | None:
     """Why the host may not be called (None: it may). Cached per host for VERDICT_SECONDS, so the
     data path's re-check costs a lookup a minute; a failed lookup is not cached (often passing)."""
@@ -157,7 +165,7 @@ def _verdict(host: str) -> str | None:
     try:
         addresses = _addresses(host)
     except (OSError, UnicodeError, ValueError):
-        return "does not resolve; check the url"
+        return _UNRESOLVED
     bad = next((address for address in addresses if not _public(address)), None)
     reason = None if bad is None else (f"resolves to {_shown(bad)}, which is not a public address "
                                        f"({_kind(bad)}); the service calls no store inside a private "
@@ -311,6 +319,27 @@ def load_keys(deployment_id: str) -> dict[str, dict]:
     """The deployment's keys. They never change for a deployment id (new keys mean a new
     deployment), so each process reads them once; a deleted deployment is noticed by its item."""
     return {side: dict(keys) for side, keys in _keys(deployment_id).items()}
+
+
+_tenant_lock = threading.Lock()
+_tenant: str | None = None
+
+
+def serve_only(instance_id: str) -> None:
+    """Forget every other instance's keys, clients and stores before a run of `instance_id`.
+
+    The caches above save a Secrets Manager read, a client and fresh connections per warm run,
+    but a scoring process runs one tenant's graph after another's: whatever the caches hold is
+    in the memory that graph runs in. So they hold one instance's at a time, and a run for
+    another instance starts with them empty (a Lambda container runs one invocation at a time,
+    so there a run never shares the process with another tenant's keys)."""
+    global _tenant
+    with _tenant_lock:
+        if _tenant != instance_id:
+            _keys.cache_clear()
+            _s3_client.cache_clear()
+            _store.cache_clear()
+            _tenant = instance_id
 
 
 @functools.lru_cache(maxsize=256)

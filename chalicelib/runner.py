@@ -77,6 +77,7 @@ class DeploymentRun:
         self.item = deployments.load(instance_id, deployment_id)
         self._fresh_item: dict | None = self.item  # spares the first lease its read
         self.instance_id, self.deployment_id = instance_id, deployment_id
+        connections.serve_only(instance_id)
         keys = connections.load_keys(deployment_id)
         self.source, self.target = self.item["input"], self.item["output"]
         self.inputs_store = connections.object_store(self.source, keys["input"], side="input")
@@ -399,26 +400,34 @@ def is_input(location: dict, output: dict, key: str) -> bool:
     return not (same_store and key.startswith(output["prefix"]))
 
 
-def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | None:
-    """The deployment's run, ready to score; None when the deployment no longer exists."""
+def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | Summary:
+    """The deployment's run, ready to score; or, when there is nothing to run, the summary that
+    says why: DELETED, or FAILED when a store's endpoint may no longer be called."""
     try:
         return DeploymentRun(instance_id, deployment_id, shard)
     except NotFound:
         logger.info("deployment no longer exists", extra={"deployment_id": deployment_id})
-        return None
+        return Summary(status="DELETED")
+    except connections.EndpointRefused as refused:
+        if not refused.lasting:
+            raise  # a host that did not resolve: the message comes back and is tried again
+        # The endpoint now resolves into a private network: no retry will make it callable.
+        logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": refused.message})
+        deployments.set_status(instance_id, deployment_id, deployments.FAILED, failure=refused.message)
+        return Summary(status=deployments.FAILED)
 
 
 def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None, *,
                    wait: bool = False) -> Summary:
     run = open_run(instance_id, deployment_id, shard)
-    return run.run(wait) if run else Summary(status="DELETED")
+    return run if isinstance(run, Summary) else run.run(wait)
 
 
 def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:
     """Score uploaded objects (key, ETag, size) of one deployment's input bucket."""
     run = open_run(instance_id, deployment_id)
-    if run is None:
-        return Summary(status="DELETED")
+    if isinstance(run, Summary):
+        return run
     prefix = run.source["prefix"]
     inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, etag, size in uploads
               if is_input(run.source, run.target, key)]

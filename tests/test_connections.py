@@ -264,3 +264,18 @@ def test_the_check_client_does_not_follow_a_redirect(settings_env):
     finally:
         store.shutdown()
         internal.shutdown()
+
+
+def test_a_run_for_another_instance_starts_with_no_keys_of_the_last_one(aws_mock):
+    """A scoring process runs one tenant's graph after another's: the caches of keys, clients
+    and stores hold one instance's at a time."""
+    connections.save_keys("deployment-a", {"input": {"access_key": "a-key", "secret_key": "a-secret"}})
+    connections.save_keys("deployment-b", {"input": {"access_key": "b-key", "secret_key": "b-secret"}})
+    connections.serve_only("instance-a")
+    assert connections.load_keys("deployment-a")["input"]["secret_key"] == "a-secret"
+    connections.object_store({"bucket": "in", "url": ""}, {"access_key": "a-key", "secret_key": "a-secret"})
+    connections.serve_only("instance-a")  # the same tenant again: the caches stay warm
+    assert connections._keys.cache_info().currsize == 1 and connections._store.cache_info().currsize == 1
+    connections.serve_only("instance-b")
+    assert connections._keys.cache_info().currsize == 0 and connections._store.cache_info().currsize == 0
+    assert connections.load_keys("deployment-b")["input"]["secret_key"] == "b-secret"

@@ -300,3 +300,20 @@ def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is
     assert by_file["zero.json"][0]["y"] == [0.0]
     error = by_file["spin.json"][0]["error"]
     assert error["code"] == "model_timeout" and "longer than 3 s" in error["message"]
+
+
+def test_a_store_that_now_resolves_into_a_private_network_fails_the_deployment(user, model_dirs, monkeypatch):
+    """Checked at creation, an endpoint is checked again whenever a run opens its store: DNS
+    that turned private fails the deployment with the reason; one that does not resolve is
+    retried (the message comes back)."""
+    _buckets(user, "rebind-in", "rebind-out")
+    created = body(user.deploy(user.publish(model_dirs["multi_io"]), "rebind-in", "rebind-out"))
+    deployment_id = created["metadata"]["guid"]
+    monkeypatch.setattr(connections, "_exempt", lambda url: False)  # as if the store were a user's
+    monkeypatch.setattr(connections, "_verdict", lambda host: connections._UNRESOLVED)
+    with pytest.raises(connections.EndpointRefused):
+        runner.run_deployment(user.instance_id, deployment_id)
+    monkeypatch.setattr(connections, "_verdict", lambda host: "resolves to 10.0.0.5, which is not a public address")
+    assert runner.run_deployment(user.instance_id, deployment_id).status == "FAILED"
+    details = user.deployment(created["entity"]["published_model"]["guid"], deployment_id)["entity"]["status_details"]
+    assert details["status"] == "FAILED" and "resolves to 10.0.0.5" in details["failures"][0]
