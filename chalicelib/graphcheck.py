@@ -10,8 +10,9 @@ loader's own protocol runs them, which needs to know *who runs what*, and that d
 loader: `tf.saved_model.load` takes the TF2 path (the object graph's functions, called with
 the captures it binds) for a file with one meta graph that has an object graph, and the TF1
 path (the graph itself, pruned per signature) otherwise.
-- each graph node and function gets the contexts it can run in: `init` (the init op, the one
-  step into which the TF1 loader feeds asset paths), `exec` (a signature or, for TF2 exports,
+- each graph node and function gets the contexts it can run in: `init` (the init op, or
+  anything a collection names, which covers the TF1 loader's fallback init; the one step into
+  which the TF1 loader feeds asset paths), `exec` (a signature or, for TF2 exports,
   any function the restored object exposes), `restore` (the saver's
   restore op, fed the variables' path), `save` (the saver's save tensor, which no loader
   runs), or `unused`;
@@ -24,11 +25,13 @@ in an attribute may be a resource or variant (a forged handle to another model's
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tensorflow.core.framework import types_pb2
+from google.protobuf import message
+from tensorflow.core.framework import types_pb2, variable_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from chalicelib import op_allowlist as allow
@@ -37,7 +40,6 @@ INIT, EXEC, RESTORE, SAVE, UNUSED = "init", "exec", "restore", "save", "unused"
 ASSET, ASSET_TENSOR, SAVER_FILENAME, OTHER = "asset", "asset tensor", "saver filename", "other"
 _DIRECT_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}  # arguments map to inputs one to one
 _INIT_SIGNATURE = "__saved_model_init_op"
-_INIT_COLLECTIONS = {"saved_model_main_op", "legacy_init_op"}
 _LEGACY_ASSETS = "saved_model_assets"
 _HANDLE_TYPES = {types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE_REF, types_pb2.DT_VARIANT_REF}
 _MAX_LISTED = 20
@@ -140,12 +142,10 @@ class _MetaGraph:
         return found
 
     def _roots(self) -> dict[str, list[tuple[str, str]]]:
-        init_roots, graph_roots = [], []
+        init_roots, graph_roots = self._collection_nodes(), []
         for key, signature in self.meta_graph.signature_def.items():
             for info in [*signature.inputs.values(), *signature.outputs.values()]:
                 (init_roots if key == _INIT_SIGNATURE else graph_roots).append(_node_name(info.name))
-        for key in _INIT_COLLECTIONS & set(self.meta_graph.collection_def):  # other collections only name things
-            init_roots += [_node_name(ref) for ref in self.meta_graph.collection_def[key].node_list.value]
         saver = self.meta_graph.saver_def
         exposed = list(self.meta_graph.object_graph_def.concrete_functions)  # TF2: callable after load
         return {
@@ -155,6 +155,22 @@ class _MetaGraph:
             RESTORE: [("node", _node_name(saver.restore_op_name))] if saver.restore_op_name else [],
             SAVE: [("node", _node_name(saver.save_tensor_name))] if saver.save_tensor_name else [],
         }
+
+    def _collection_nodes(self) -> list[str]:
+        """Every node a collection names, as init roots. A TF1 graph that declares no init op
+        gets the loader's fallback, which runs the table initializers and the local variables'
+        initializers listed in collections (with asset paths fed); rather than model which
+        collections a loader may run, all of them count: then no save or restore op may sit
+        behind any, and an asset read there is fed."""
+        names = []
+        for collection in self.meta_graph.collection_def.values():
+            names += [_node_name(ref) for ref in collection.node_list.value]
+            for raw in collection.bytes_list.value:  # VariableDefs: their initializer and snapshot ops
+                variable = variable_pb2.VariableDef()
+                with contextlib.suppress(message.DecodeError):
+                    variable.ParseFromString(raw)
+                    names += [_node_name(ref) for ref in (variable.initializer_name, variable.snapshot_name) if ref]
+        return [name for name in names if name in self.nodes]
 
     def _contexts(self) -> dict[tuple[str, str], set[str]]:
         contexts: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -207,13 +223,16 @@ class _MetaGraph:
         self.problems.add(Refusal(op, where, why))
 
     def _check_attributes(self, op: str, where: str, node) -> None:
-        for key, value in node.attr.items():
+        for key, value in _attributes(node.attr):
             if value.HasField("tensor") and value.tensor.dtype in _HANDLE_TYPES:
                 self._refuse(op, where, f"attribute '{key}' holds a resource or variant tensor, which could "
                                         "name another model's state")
-            types = [value.type] if value.HasField("type") else list(value.list.type)
-            if op in allow.DESERIALIZERS and _HANDLE_TYPES.intersection(types):
-                self._refuse(op, where, f"attribute '{key}' makes it decode bytes into a resource or variant")
+            if op in allow.DESERIALIZERS or op == "Const":
+                types = [value.type] if value.HasField("type") else list(value.list.type)
+                if _HANDLE_TYPES.intersection(types):
+                    self._refuse(op, where, f"attribute '{key}' makes it decode bytes into a resource or variant")
+                if value.placeholder:
+                    self._refuse(op, where, f"attribute '{key}' is left for a caller to bind, so it is not checked")
         if op == "Empty" and not node.attr["init"].b:
             self._refuse(op, where, "without init=true it returns uninitialised memory")
 
@@ -263,7 +282,8 @@ class _MetaGraph:
         if exposed is not None:
             bound = list(exposed.bound_inputs)
             regular = len(self.arguments[function]) - len(bound)
-            found.add(ASSET if index >= regular and bound[index - regular] in self.asset_objects else OTHER)
+            captured = regular >= 0 and index >= regular
+            found.add(ASSET if captured and bound[index - regular] in self.asset_objects else OTHER)
         return found or {OTHER}
 
     # --- assets --------------------------------------------------------------------------------
@@ -305,12 +325,21 @@ class _MetaGraph:
         return found
 
 
+def _attributes(attrs, prefix: str = ""):
+    """(name, AttrValue) of a node's attributes and of those bound in its function attributes."""
+    for key, value in attrs.items():
+        yield prefix + key, value
+        for func in ([value.func] if value.HasField("func") else list(value.list.func)):
+            yield from _attributes(func.attr, f"{prefix}{key}.")
+
+
 def _function_names(attrs, prefix: str = "") -> list[tuple[str, str]]:
     """(attribute, function name) of every function an attribute map names, at any depth."""
     found = []
     for key, value in attrs.items():
         for func in ([value.func] if value.HasField("func") else list(value.list.func)):
-            found.append((prefix + key, func.name))
+            if func.name:
+                found.append((prefix + key, func.name))
             found += _function_names(func.attr, f"{prefix}{key}.")
     return found
 

@@ -10,9 +10,12 @@ then pruned by hand; `graphcheck` applies them before anything loads or calls th
 
 Allowed, because they only compute on tensors the graph already holds:
 - MATH: element-wise math, reductions, matmul and linear algebra, FFTs, bitwise, special
-  functions, sparse CSR matrices.
+  functions. Not the CSR sparse-matrix ops: rarely served, and a steady source of kernel
+  crashes in TensorFlow's advisories (a crash takes the other tenants' runs down with it).
 - NEURAL_NETWORKS: convolutions, pooling, normalisation, activations, RNN cells (the cuDNN ones
-  are what Keras saves for GPU-trained LSTMs), CTC, candidate sampling, quantised kernels.
+  are what Keras saves for GPU-trained LSTMs), CTC, candidate sampling, and the fake-quant ops
+  of quantisation-aware training. Not the integer-quantised kernels (Quantized*, Requantize*,
+  UniformQuantized*): rarely served from a SavedModel, and, like the CSR ops, crash-prone.
   Not FixedUnigramCandidateSampler: it opens the file its `vocab_file` attribute names.
 - ARRAYS: shapes, slicing, gathers and scatters into tensors, padding, sparse and ragged
   tensors, tensor lists and maps, and the in-memory TensorArray and stack of TF1 loops.
@@ -76,33 +79,27 @@ MATH = _ops("""
     BatchMatMulV3 BatchMatrixDeterminant BatchMatrixInverse BatchMatrixSolve BatchMatrixSolveLs
     BatchMatrixTriangularSolve BatchSelfAdjointEig BatchSelfAdjointEigV2 BatchSvd BesselI0
     BesselI0e BesselI1 BesselI1e BesselJ0 BesselJ1 BesselK0 BesselK0e BesselK1 BesselK1e
-    BesselY0 BesselY1 Betainc Bincount BitwiseAnd BitwiseOr BitwiseXor Bucketize
-    CSRSparseMatrixComponents CSRSparseMatrixToDense CSRSparseMatrixToSparseTensor Cast Ceil
+    BesselY0 BesselY1 Betainc Bincount BitwiseAnd BitwiseOr BitwiseXor Bucketize Cast Ceil
     Cholesky CholeskyGrad ClipByValue Complex ComplexAbs Conj Cos Cosh Cross Cumprod Cumsum
-    CumulativeLogsumexp Dawsn DenseBincount DenseToCSRSparseMatrix Digamma Div DivNoNan Eig
-    Einsum Equal Erf Erfc Erfinv EuclideanNorm Exp Expint Expm1 FFT FFT2D FFT3D FFTND Floor
-    FloorDiv FloorMod FresnelCos FresnelSin Greater GreaterEqual HistogramFixedWidth IFFT IFFT2D
-    IFFT3D IFFTND IRFFT IRFFT2D IRFFT3D IRFFTND Igamma IgammaGradA Igammac Imag Inv InvGrad
-    Invert IsFinite IsInf IsNan LeftShift Less LessEqual Lgamma LinSpace Log Log1p
-    LogMatrixDeterminant LogicalAnd LogicalNot LogicalOr Lu MatMul MatrixDeterminant
-    MatrixExponential MatrixInverse MatrixLogarithm MatrixSolve MatrixSolveLs MatrixSquareRoot
-    MatrixTriangularSolve Max Maximum Mean Min Minimum Mod Mul MulNoNan Ndtri Neg NextAfter
-    NotEqual Polygamma PopulationCount Pow Prod Qr QuantizeDownAndShrinkRange QuantizedAdd
-    QuantizedMatMul QuantizedMul RFFT RFFT2D RFFT3D RFFTND RaggedBincount Range Real RealDiv
-    Reciprocal ReciprocalGrad RequantizationRange RequantizationRangePerChannel Requantize
-    RequantizePerChannel RightShift Rint Round Rsqrt RsqrtGrad SegmentMax SegmentMaxV2
-    SegmentMean SegmentMin SegmentMinV2 SegmentProd SegmentProdV2 SegmentSum SegmentSumV2 Select
-    SelectV2 SelfAdjointEig SelfAdjointEigV2 Sigmoid SigmoidGrad Sign Sin Sinh SobolSample
-    SparseBincount SparseMatMul SparseMatrixAdd SparseMatrixMatMul SparseMatrixMul
-    SparseMatrixNNZ SparseMatrixOrderingAMD SparseMatrixSoftmax SparseMatrixSoftmaxGrad
-    SparseMatrixSparseCholesky SparseMatrixSparseMatMul SparseMatrixTranspose SparseMatrixZeros
-    SparseSegmentMean SparseSegmentMeanGrad SparseSegmentMeanGradV2
+    CumulativeLogsumexp Dawsn DenseBincount Digamma Div DivNoNan Eig Einsum Equal Erf Erfc
+    Erfinv EuclideanNorm Exp Expint Expm1 FFT FFT2D FFT3D FFTND Floor FloorDiv FloorMod
+    FresnelCos FresnelSin Greater GreaterEqual HistogramFixedWidth IFFT IFFT2D IFFT3D IFFTND
+    IRFFT IRFFT2D IRFFT3D IRFFTND Igamma IgammaGradA Igammac Imag Inv InvGrad Invert IsFinite
+    IsInf IsNan LeftShift Less LessEqual Lgamma LinSpace Log Log1p LogMatrixDeterminant
+    LogicalAnd LogicalNot LogicalOr Lu MatMul MatrixDeterminant MatrixExponential MatrixInverse
+    MatrixLogarithm MatrixSolve MatrixSolveLs MatrixSquareRoot MatrixTriangularSolve Max Maximum
+    Mean Min Minimum Mod Mul MulNoNan Ndtri Neg NextAfter NotEqual Polygamma PopulationCount Pow
+    Prod Qr RFFT RFFT2D RFFT3D RFFTND RaggedBincount Range Real RealDiv Reciprocal
+    ReciprocalGrad RightShift Rint Round Rsqrt RsqrtGrad SegmentMax SegmentMaxV2 SegmentMean
+    SegmentMin SegmentMinV2 SegmentProd SegmentProdV2 SegmentSum SegmentSumV2 Select SelectV2
+    SelfAdjointEig SelfAdjointEigV2 Sigmoid SigmoidGrad Sign Sin Sinh SobolSample SparseBincount
+    SparseMatMul SparseSegmentMean SparseSegmentMeanGrad SparseSegmentMeanGradV2
     SparseSegmentMeanWithNumSegments SparseSegmentSqrtN SparseSegmentSqrtNGrad
     SparseSegmentSqrtNGradV2 SparseSegmentSqrtNWithNumSegments SparseSegmentSum
-    SparseSegmentSumGrad SparseSegmentSumGradV2 SparseSegmentSumWithNumSegments
-    SparseTensorToCSRSparseMatrix Spence Sqrt SqrtGrad Square SquaredDifference Sub Sum Svd Tan
-    Tanh TanhGrad TridiagonalMatMul TridiagonalSolve TruncateDiv TruncateMod UnsortedSegmentMax
-    UnsortedSegmentMin UnsortedSegmentProd UnsortedSegmentSum Xdivy Xlog1py Xlogy Zeta
+    SparseSegmentSumGrad SparseSegmentSumGradV2 SparseSegmentSumWithNumSegments Spence Sqrt
+    SqrtGrad Square SquaredDifference Sub Sum Svd Tan Tanh TanhGrad TridiagonalMatMul
+    TridiagonalSolve TruncateDiv TruncateMod UnsortedSegmentMax UnsortedSegmentMin
+    UnsortedSegmentProd UnsortedSegmentSum Xdivy Xlog1py Xlogy Zeta
 """)
 
 NEURAL_NETWORKS = _ops("""
@@ -116,31 +113,19 @@ NEURAL_NETWORKS = _ops("""
     CudnnRNNParamsSize CudnnRNNParamsToCanonical CudnnRNNParamsToCanonicalV2 CudnnRNNV2
     CudnnRNNV3 DataFormatDimMap DataFormatVecPermute DepthwiseConv2dNative
     DepthwiseConv2dNativeBackpropFilter DepthwiseConv2dNativeBackpropInput Dilation2D
-    Dilation2DBackpropFilter Dilation2DBackpropInput Elu EluGrad
-    FractionalAvgPool FractionalAvgPoolGrad FractionalMaxPool FractionalMaxPoolGrad
-    FusedBatchNorm FusedBatchNormGrad FusedBatchNormGradV2 FusedBatchNormGradV3 FusedBatchNormV2
+    Dilation2DBackpropFilter Dilation2DBackpropInput Elu EluGrad FractionalAvgPool
+    FractionalAvgPoolGrad FractionalMaxPool FractionalMaxPoolGrad FusedBatchNorm
+    FusedBatchNormGrad FusedBatchNormGradV2 FusedBatchNormGradV3 FusedBatchNormV2
     FusedBatchNormV3 FusedPadConv2D FusedResizeAndPadConv2D GRUBlockCell GRUBlockCellGrad InTopK
     InTopKV2 IsotonicRegression KMC2ChainInitialization KmeansPlusPlusInitialization L2Loss LRN
     LRNGrad LSTMBlockCell LSTMBlockCellGrad LeakyRelu LeakyReluGrad
     LearnedUnigramCandidateSampler LogSoftmax LogUniformCandidateSampler MaxPool MaxPool3D
     MaxPool3DGrad MaxPool3DGradGrad MaxPoolGrad MaxPoolGradGrad MaxPoolGradGradV2
     MaxPoolGradGradWithArgmax MaxPoolGradV2 MaxPoolGradWithArgmax MaxPoolV2 MaxPoolWithArgmax
-    NearestNeighbors NthElement QuantizedAvgPool QuantizedBatchNormWithGlobalNormalization
-    QuantizedBiasAdd QuantizedConv2D QuantizedConv2DAndRelu QuantizedConv2DAndReluAndRequantize
-    QuantizedConv2DAndRequantize QuantizedConv2DPerChannel QuantizedConv2DWithBias
-    QuantizedConv2DWithBiasAndRelu QuantizedConv2DWithBiasAndReluAndRequantize
-    QuantizedConv2DWithBiasAndRequantize QuantizedConv2DWithBiasSignedSumAndReluAndRequantize
-    QuantizedConv2DWithBiasSumAndRelu QuantizedConv2DWithBiasSumAndReluAndRequantize
-    QuantizedDepthwiseConv2D QuantizedDepthwiseConv2DWithBias
-    QuantizedDepthwiseConv2DWithBiasAndRelu QuantizedDepthwiseConv2DWithBiasAndReluAndRequantize
-    QuantizedMatMulWithBias QuantizedMatMulWithBiasAndDequantize QuantizedMatMulWithBiasAndRelu
-    QuantizedMatMulWithBiasAndReluAndRequantize QuantizedMatMulWithBiasAndRequantize
-    QuantizedMaxPool QuantizedRelu QuantizedRelu6 QuantizedReluX Relu Relu6 Relu6Grad ReluGrad
-    Selu SeluGrad Softmax SoftmaxCrossEntropyWithLogits Softplus SoftplusGrad Softsign
-    SoftsignGrad SparseSoftmaxCrossEntropyWithLogits ThreadUnsafeUnigramCandidateSampler TopK
-    TopKV2 UniformCandidateSampler UniformDequantize UniformQuantize UniformQuantizedAdd
-    UniformQuantizedClipByValue UniformQuantizedConvolution UniformQuantizedConvolutionHybrid
-    UniformQuantizedDot UniformQuantizedDotHybrid UniformRequantize
+    NearestNeighbors NthElement Relu Relu6 Relu6Grad ReluGrad Selu SeluGrad Softmax
+    SoftmaxCrossEntropyWithLogits Softplus SoftplusGrad Softsign SoftsignGrad
+    SparseSoftmaxCrossEntropyWithLogits ThreadUnsafeUnigramCandidateSampler TopK TopKV2
+    UniformCandidateSampler
 """)
 
 ARRAYS = _ops("""
@@ -149,21 +134,20 @@ ARRAYS = _ops("""
     BroadcastGradientArgs BroadcastTo CheckNumerics CheckNumericsV2
     CompositeTensorVariantFromComponents CompositeTensorVariantToComponents Concat ConcatOffset
     ConcatV2 ConjugateTranspose Const DeepCopy DenseCountSparseOutput DenseToDenseSetOperation
-    DenseToSparseSetOperation DepthToSpace Dequantize DeserializeManySparse DeserializeSparse
-    Diag DiagPart DynamicPartition DynamicStitch EditDistance Empty EmptyTensorList
-    EmptyTensorMap EnsureShape ExpandDims ExtractImagePatches ExtractVolumePatches
-    FakeQuantWithMinMaxArgs FakeQuantWithMinMaxArgsGradient FakeQuantWithMinMaxVars
-    FakeQuantWithMinMaxVarsGradient FakeQuantWithMinMaxVarsPerChannel
-    FakeQuantWithMinMaxVarsPerChannelGradient Fill Fingerprint Gather GatherNd GatherV2
-    GuaranteeConst Identity IdentityN InplaceAdd InplaceSub InplaceUpdate InvertPermutation
-    ListDiff LowerBound MatrixBandPart MatrixDiag MatrixDiagPart MatrixDiagPartV2
-    MatrixDiagPartV3 MatrixDiagV2 MatrixDiagV3 MatrixSetDiag MatrixSetDiagV2 MatrixSetDiagV3
-    MirrorPad MirrorPadGrad OneHot OnesLike OptionalFromValue OptionalGetValue OptionalHasValue
-    OptionalNone Pack Pad PadV2 ParallelConcat ParallelDynamicStitch Placeholder PlaceholderV2
-    PlaceholderWithDefault PreventGradient QuantizeAndDequantize QuantizeAndDequantizeV2
-    QuantizeAndDequantizeV3 QuantizeAndDequantizeV4 QuantizeAndDequantizeV4Grad QuantizeV2
-    QuantizedConcat QuantizedInstanceNorm QuantizedReshape RaggedCountSparseOutput RaggedCross
-    RaggedFillEmptyRows RaggedFillEmptyRowsGrad RaggedGather RaggedRange RaggedTensorFromVariant
+    DenseToSparseSetOperation DepthToSpace DeserializeManySparse DeserializeSparse Diag DiagPart
+    DynamicPartition DynamicStitch EditDistance Empty EmptyTensorList EmptyTensorMap EnsureShape
+    ExpandDims ExtractImagePatches ExtractVolumePatches FakeQuantWithMinMaxArgs
+    FakeQuantWithMinMaxArgsGradient FakeQuantWithMinMaxVars FakeQuantWithMinMaxVarsGradient
+    FakeQuantWithMinMaxVarsPerChannel FakeQuantWithMinMaxVarsPerChannelGradient Fill Fingerprint
+    Gather GatherNd GatherV2 GuaranteeConst Identity IdentityN InplaceAdd InplaceSub
+    InplaceUpdate InvertPermutation ListDiff LowerBound MatrixBandPart MatrixDiag MatrixDiagPart
+    MatrixDiagPartV2 MatrixDiagPartV3 MatrixDiagV2 MatrixDiagV3 MatrixSetDiag MatrixSetDiagV2
+    MatrixSetDiagV3 MirrorPad MirrorPadGrad OneHot OnesLike OptionalFromValue OptionalGetValue
+    OptionalHasValue OptionalNone Pack Pad PadV2 ParallelConcat ParallelDynamicStitch
+    Placeholder PlaceholderV2 PlaceholderWithDefault PreventGradient QuantizeAndDequantize
+    QuantizeAndDequantizeV2 QuantizeAndDequantizeV3 QuantizeAndDequantizeV4
+    QuantizeAndDequantizeV4Grad RaggedCountSparseOutput RaggedCross RaggedFillEmptyRows
+    RaggedFillEmptyRowsGrad RaggedGather RaggedRange RaggedTensorFromVariant
     RaggedTensorToSparse RaggedTensorToTensor RaggedTensorToVariant
     RaggedTensorToVariantGradient Rank RefIdentity Reshape ResourceStridedSliceAssign Reverse
     ReverseSequence ReverseV2 Roll ScatterNd ScatterNdNonAliasingAdd SerializeManySparse
@@ -227,16 +211,15 @@ TEXT_AND_MEDIA = _ops("""
     ImageProjectiveTransformV3 Mfcc NonMaxSuppression NonMaxSuppressionV2 NonMaxSuppressionV3
     NonMaxSuppressionV4 NonMaxSuppressionV5 NonMaxSuppressionWithOverlaps ParseExample
     ParseExampleV2 ParseSequenceExample ParseSequenceExampleV2 ParseSingleExample
-    ParseSingleSequenceExample ParseTensor QuantizedResizeBilinear RGBToHSV RandomCrop
-    ReduceJoin RegexFullMatch RegexReplace ResizeArea ResizeBicubic ResizeBicubicGrad
-    ResizeBilinear ResizeBilinearGrad ResizeNearestNeighbor ResizeNearestNeighborGrad
-    SampleDistortedBoundingBox SampleDistortedBoundingBoxV2 ScaleAndTranslate
-    ScaleAndTranslateGrad SerializeTensor ShardedFilename ShardedFilespec
-    StatelessSampleDistortedBoundingBox StaticRegexFullMatch StaticRegexReplace StringFormat
-    StringJoin StringLength StringLower StringNGrams StringSplit StringSplitV2 StringStrip
-    StringToHashBucket StringToHashBucketFast StringToHashBucketStrong StringToNumber
-    StringUpper Substr UnicodeDecode UnicodeDecodeWithOffsets UnicodeEncode UnicodeScript
-    UnicodeTranscode UnsortedSegmentJoin
+    ParseSingleSequenceExample ParseTensor RGBToHSV RandomCrop ReduceJoin RegexFullMatch
+    RegexReplace ResizeArea ResizeBicubic ResizeBicubicGrad ResizeBilinear ResizeBilinearGrad
+    ResizeNearestNeighbor ResizeNearestNeighborGrad SampleDistortedBoundingBox
+    SampleDistortedBoundingBoxV2 ScaleAndTranslate ScaleAndTranslateGrad SerializeTensor
+    ShardedFilename ShardedFilespec StatelessSampleDistortedBoundingBox StaticRegexFullMatch
+    StaticRegexReplace StringFormat StringJoin StringLength StringLower StringNGrams StringSplit
+    StringSplitV2 StringStrip StringToHashBucket StringToHashBucketFast StringToHashBucketStrong
+    StringToNumber StringUpper Substr UnicodeDecode UnicodeDecodeWithOffsets UnicodeEncode
+    UnicodeScript UnicodeTranscode UnsortedSegmentJoin
 """)
 
 VARIABLES = _ops("""

@@ -275,6 +275,48 @@ def tf1_asset_through_an_aliased_variable(directory: Path) -> Path:
     return _tf1_table_model(directory, through_variables, main_op=True)
 
 
+def _tf1_saver_run_by_the_fallback_init(directory: Path, saver_op: str, path: Path) -> Path:
+    """A TF1 export whose init op is removed, so the loader falls back to running whatever the
+    'table_initializer' collection names, where the saver's `saver_op` is added; its filename
+    constant (which that run is not fed) is set to `path`."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        x = v1.placeholder(tf.float32, [None], name="x")
+        v1.get_variable("payload", initializer=tf.constant([1.0, 2.0, 3.0]), use_resource=True)
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(directory))
+        signature = v1.saved_model.signature_def_utils.predict_signature_def({"x": x}, {"y": tf.identity(x * 2)})
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    graph_proto = proto.meta_graphs[0]
+    graph_proto.signature_def.pop("__saved_model_init_op", None)
+    for key in ("saved_model_main_op", "legacy_init_op"):
+        graph_proto.collection_def.pop(key, None)
+    nodes = {node.name: node for node in graph_proto.graph_def.node}
+    filename = graph_proto.saver_def.filename_tensor_name.split(":")[0]
+    while nodes[filename].op != "Const":
+        filename = nodes[filename].input[0]
+    nodes[filename].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(str(path)))
+    operation = getattr(graph_proto.saver_def, saver_op).split(":")[0]
+    graph_proto.collection_def["table_initializer"].node_list.value.append(operation)
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return directory
+
+
+def tf1_save_run_at_load(directory: Path, marker: Path) -> Path:
+    """Writes a checkpoint at `marker` when loaded (any existing folder: another model's too)."""
+    return _tf1_saver_run_by_the_fallback_init(directory, "save_tensor_name", marker)
+
+
+def tf1_restore_from_elsewhere(directory: Path) -> Path:
+    """Restores its variables from another model's checkpoint when loaded, to serve them back."""
+    return _tf1_saver_run_by_the_fallback_init(directory, "restore_op_name",
+                                               Path("/tmp/tfbatch-models/victim/variables/variables"))
+
+
 # --- what must stay accepted -------------------------------------------------------------------
 
 VOCABULARY = ["cat", "dog", "fish"]

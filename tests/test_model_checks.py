@@ -42,6 +42,8 @@ REFUSED = {
     "reads_uninitialised_memory": ("Empty", "uninitialised memory"),
     "tf1_asset_read_by_the_signature": ("InitializeTableFromTextFileV2", "outside the init op"),
     "tf1_asset_through_an_aliased_variable": ("InitializeTableFromTextFileV2", "not one of the model's own assets"),
+    "tf1_save_run_at_load": ("SaveV2", "outside the saver's save function"),
+    "tf1_restore_from_elsewhere": ("RestoreV2", "outside the loader's variable restore"),
 }
 ACCEPTED = ["vocabulary_table", "keras_string_lookup", "tf1_vocabulary_table"]
 
