@@ -127,10 +127,11 @@ def _numbers(value: Any, spec: TensorSpec) -> np.ndarray:
                 raise InputError(f"tensor '{spec.name}' expects whole numbers ({spec.dtype}); found {bad}.",
                                  "wrong_dtype")
             # Whole numbers arrive as floats when the file writes them so or they pass 64 bits
-            # (orjson then reads a float); past 2**53 that float may not be the number written.
-            if array.size and np.abs(array).max() > EXACT_FLOAT_INTEGERS:
+            # (orjson then reads a float); from 2**53 on that float may not be the number written
+            # (9007199254740993.0 reads as 2**53 itself), so 2**53 is refused too.
+            if array.size and np.abs(array).max() >= EXACT_FLOAT_INTEGERS:
                 raise InputError(f"tensor '{spec.name}' has whole numbers that cannot be read exactly as "
-                                 f"{spec.dtype} (beyond ±2**53 written as floats, or beyond the "
+                                 f"{spec.dtype} (from ±2**53 on written as floats, or beyond the "
                                  f"{spec.dtype} range).", "wrong_dtype")
         info = np.iinfo(target)
         if array.size and kind != "b" and (array.min() < info.min or array.max() > info.max):

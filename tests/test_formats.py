@@ -85,6 +85,12 @@ def test_refusals_name_the_tensor_and_what_was_expected(content, specs, code, wo
     assert words in str(refused.value)
 
 
+def test_whole_numbers_below_2_53_written_as_floats_are_exact():
+    spec = [TensorSpec("n", "int64", (None,))]
+    assert parse(b'{"n": [9007199254740991.0]}', spec, "s").columns["n"].tolist() == [2 ** 53 - 1]
+    assert parse(b'{"n": [9007199254740993]}', spec, "s").columns["n"].tolist() == [2 ** 53 + 1]  # JSON integer
+
+
 def test_int_range_is_checked():
     small = TensorSpec("n", "int8", (None,))
     with pytest.raises(InputError, match=r"outside the int8 range \[-128, 127\]"):
@@ -97,6 +103,8 @@ def test_int_range_is_checked():
     (b"[18446744073709551616]", "uint64", "cannot be read exactly as uint64"),
     (b"[-9223372036854775809]", "int64", "cannot be read exactly as int64"),
     (b"[100000000000000000000000000000]", "int64", "cannot be read exactly as int64"),
+    (b"[9007199254740993.0]", "int64", "cannot be read exactly as int64"),  # reads as 2**53: not what was written
+    (b"[-9007199254740992.0]", "int64", "cannot be read exactly as int64"),
 ])
 def test_numbers_that_do_not_fit_the_dtype_are_refused_not_wrapped(written, dtype, expected):
     with pytest.raises(InputError, match=expected) as refused:
