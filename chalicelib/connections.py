@@ -87,6 +87,36 @@ def endpoint(url: str) -> str | None:
     return url.rstrip("/") or None
 
 
+_AWS_S3 = ("https", "s3.amazonaws.com", 443)
+_AWS_S3_HOST = re.compile(r"^(?:(?P<bucket>.+)\.)?s3(?:[.-](?:dualstack\.)?[a-z0-9-]+)?\.amazonaws\.com$")
+
+
+def same_bucket(first: dict, second: dict) -> bool:
+    """Whether two locations name one bucket, however their URLs are written: scheme and host in
+    any case, a default port or none, a trailing slash, path or virtual-host style (the bucket
+    in the host), and every AWS S3 endpoint (no URL, global or regional) as one store."""
+    return _bucket_identity(first) == _bucket_identity(second)
+
+
+def _bucket_identity(location: dict) -> tuple:
+    bucket = location["bucket"].lower()
+    url = endpoint(location.get("url") or "")
+    if url is None:
+        return (*_AWS_S3, bucket)
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = None
+    if host.startswith(f"{bucket}."):  # virtual-host style: the bucket is the host's first label
+        host = host[len(bucket) + 1:]
+    aws = _AWS_S3_HOST.match(host)
+    if aws is not None and aws.group("bucket") is None:
+        return (*_AWS_S3, bucket)
+    return (scheme, host, port, bucket)
+
+
 def check_endpoint(side: str | None, url: str) -> None:
     """Refuse an endpoint the service must not call: a url that is not plain http(s)://host[:port],
     or a host with any resolved address that is not globally routable. An empty url is AWS S3.

@@ -58,13 +58,24 @@ def _location(connection, place) -> dict:
 
 
 def _check_locations(source: dict, target: dict) -> None:
-    same_store = (source["bucket"], source["url"]) == (target["bucket"], target["url"])
-    if same_store and not target["prefix"]:
-        raise BadRequest("The output shares the input bucket: give output.target.prefix (e.g. 'predictions/') "
-                         "so results are never read back as inputs.", target=field("output.target.prefix"))
-    if same_store and source["prefix"].startswith(target["prefix"]):
-        raise BadRequest("The input prefix lies inside the output prefix; use separate locations.",
-                         target=field("input.source.prefix"))
+    """Results must never be read back as inputs (each would be scored again, in a loop): the
+    output may lie inside the input (its keys are then skipped), never the input inside the
+    output. One bucket written two ways (URL case, port, slash, path or virtual-host style) is
+    one bucket (connections.same_bucket)."""
+    if not connections.same_bucket(source, target):
+        return
+    both = f"input {_describe(source)} and output {_describe(target)} are the same bucket"
+    if not target["prefix"]:
+        raise BadRequest(f"The {both}: give output.target.prefix (e.g. 'predictions/') so results are never "
+                         "read back as inputs.", target=field("output.target.prefix"))
+    if source["prefix"].startswith(target["prefix"]):
+        raise BadRequest(f"The {both}, and the input prefix lies inside the output prefix: results would be "
+                         "read back as inputs. Use separate prefixes.", target=field("input.source.prefix"))
+
+
+def _describe(location: dict) -> str:
+    where = f" at {location['url']}" if location.get("url") else ""
+    return f"(bucket '{location['bucket']}', prefix '{location['prefix']}'{where})"
 
 
 def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:

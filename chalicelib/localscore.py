@@ -18,7 +18,8 @@ from obstore.store import LocalStore, from_url
 
 from chalicelib import deployments, engine, pipeline, savedmodel
 from chalicelib.formats import InputError, TensorSpec
-from chalicelib.results import dumps, elements, error_element
+from chalicelib import results
+from chalicelib.results import elements, error_element
 from chalicelib.settings import get_settings
 
 PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the model
@@ -123,9 +124,9 @@ def score(model: str, input_: str, output: str, *, signature_name: str | None = 
                 predictions += elements(item.filename, outputs[index])
                 progress.records += group.batches[index].count
         if predictions:
-            obstore.put(target, f"predictions-{stamp}-{group.number:06d}.json", dumps(predictions))
+            results.put(target, f"predictions-{stamp}-{group.number:06d}.json", predictions)
         if group.errors:
-            obstore.put(target, f"errors-{stamp}-{group.number:06d}.json", dumps(group.errors))
+            results.put(target, f"errors-{stamp}-{group.number:06d}.json", group.errors)
         progress.files += len(group.good) - len(refused) + len(group.errors)
         progress.failed += len(group.errors)
         if on_progress:

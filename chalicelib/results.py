@@ -13,9 +13,16 @@ import base64
 from typing import Any
 
 import numpy as np
+import obstore
 import orjson
+from obstore.store import LocalStore
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# Result and error objects carry this metadata (x-amz-meta-tfbatch-result on S3), and an input
+# that has it is skipped: a deployment whose output is another's input (or its own, however the
+# URLs are written) can never score results again, in a loop.
+RESULT_MARK = "tfbatch-result"
+ATTRIBUTES = {"Content-Type": "application/json", RESULT_MARK: "1"}
 
 
 def _value(value: Any) -> Any:
@@ -57,3 +64,10 @@ def error_element(filename: str, code: str, message: str) -> dict[str, Any]:
 
 def dumps(items: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(items, option=_OPTIONS)
+
+
+def put(store, key: str, items: list[dict[str, Any]]) -> None:
+    """Write a result or error object, marked as one (a local folder keeps no metadata: there
+    `tfbatch score` keeps its output out of its input by path)."""
+    attributes = None if isinstance(store, LocalStore) else ATTRIBUTES
+    obstore.put(store, key, dumps(items), attributes=attributes)

@@ -28,7 +28,8 @@ from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 from chalicelib.log import logger
 from chalicelib.pipeline import Input
-from chalicelib.results import dumps, elements, error_element
+from chalicelib import results
+from chalicelib.results import elements, error_element
 from chalicelib.settings import get_settings
 
 HANDED_OVER = "HANDED_OVER"  # the lease's holder took this run's work over
@@ -356,7 +357,7 @@ class DeploymentRun:
         try:
             self.lease.check()  # a scorer that lost its lease must not write results any more
             with self.summary.timed("write"):
-                obstore.put(self.outputs_store, key, dumps(items))
+                results.put(self.outputs_store, key, items)
         except (StoreError, OSError) as error:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
 
@@ -396,8 +397,7 @@ def is_input(location: dict, output: dict, key: str) -> bool:
     """Whether a key in the input bucket is one of the deployment's inputs."""
     if not key.startswith(location["prefix"]) or key.endswith("/") or connections.WRITE_CHECK_MARK in key:
         return False
-    same_store = (location["bucket"], location["url"]) == (output["bucket"], output["url"])
-    return not (same_store and key.startswith(output["prefix"]))
+    return not (connections.same_bucket(location, output) and key.startswith(output["prefix"]))
 
 
 def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | Summary:

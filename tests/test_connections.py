@@ -279,3 +279,21 @@ def test_a_run_for_another_instance_starts_with_no_keys_of_the_last_one(aws_mock
     connections.serve_only("instance-b")
     assert connections._keys.cache_info().currsize == 0 and connections._store.cache_info().currsize == 0
     assert connections.load_keys("deployment-b")["input"]["secret_key"] == "b-secret"
+
+
+@pytest.mark.parametrize("first, second, same", [
+    ({"bucket": "b", "url": "http://store.example:9000"}, {"bucket": "b", "url": "HTTP://Store.Example:9000/"}, True),
+    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "https://store.example:443"}, True),
+    ({"bucket": "b", "url": "http://store.example"}, {"bucket": "b", "url": "http://store.example:80/"}, True),
+    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "https://b.store.example"}, True),
+    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://s3.amazonaws.com"}, True),
+    ({"bucket": "b", "url": ""}, {"bucket": "B", "url": "https://b.s3.eu-west-1.amazonaws.com/"}, True),
+    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://s3.dualstack.us-east-1.amazonaws.com"}, True),
+    ({"bucket": "b", "url": "http://store.example:9000"}, {"bucket": "b", "url": "http://store.example:9001"}, False),
+    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "http://store.example"}, False),
+    ({"bucket": "b", "url": ""}, {"bucket": "c", "url": ""}, False),
+    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://storage.example.com"}, False),
+])
+def test_one_bucket_is_recognised_however_its_url_is_written(first, second, same):
+    assert connections.same_bucket(first, second) is same
+    assert connections.same_bucket(second, first) is same

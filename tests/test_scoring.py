@@ -317,3 +317,28 @@ def test_a_store_that_now_resolves_into_a_private_network_fails_the_deployment(u
     assert runner.run_deployment(user.instance_id, deployment_id).status == "FAILED"
     details = user.deployment(created["entity"]["published_model"]["guid"], deployment_id)["entity"]["status_details"]
     assert details["status"] == "FAILED" and "resolves to 10.0.0.5" in details["failures"][0]
+
+
+def test_results_are_never_scored_again_however_the_locations_are_written(user, model_dirs, server_aws):
+    """One bucket written another way is refused as an output over its own input; two
+    deployments that feed each other do not loop: result objects carry a mark and are skipped."""
+    model_id = user.publish(model_dirs["multi_io"])
+    _buckets(user, "ping", "pong")
+    same = user.deployment_body("ping", "ping")
+    same["output"]["connection"]["url"] = server_aws + "/"  # other spellings: test_connections
+    refused = user.client.http.post(f"{user.base}/published_models/{model_id}/deployments",
+                                    headers=user.headers, body=json.dumps(same))
+    assert refused.status_code == 400
+    message = error_of(refused)["message"]
+    assert f"input (bucket 'ping', prefix '' at {server_aws})" in message
+    assert f"output (bucket 'ping', prefix '' at {server_aws})" in message and "are the same bucket" in message
+
+    s3 = user.s3()
+    s3.put_object(Bucket="ping", Key="first.json", Body=b'{"a": [[1, 2, 3]], "b": [4]}')
+    forth = body(user.deploy(model_id, "ping", "pong"))["metadata"]["guid"]
+    back = body(user.deploy(model_id, "pong", "ping"))["metadata"]["guid"]
+    assert runner.run_deployment(user.instance_id, forth).scored == 1   # first.json -> pong
+    assert runner.run_deployment(user.instance_id, back).scored == 0    # pong holds only a result
+    assert runner.run_deployment(user.instance_id, forth).scored == 0   # nothing new in ping
+    (result_key,) = [item["Key"] for item in s3.list_objects_v2(Bucket="pong")["Contents"]]
+    assert s3.head_object(Bucket="pong", Key=result_key)["Metadata"] == {"tfbatch-result": "1"}
