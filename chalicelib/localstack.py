@@ -8,6 +8,7 @@ TFBATCH_CREDENTIALS_FILE; everything binds to 127.0.0.1.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("TFBATCH_RUN_DIR", ROOT / ".run"))
 CREDENTIALS_FILE = Path(os.environ.get("TFBATCH_CREDENTIALS_FILE", ROOT / "local-credentials.json"))
 HOST = "127.0.0.1"
+
+
+_PROC = Path("/proc")
 
 
 def moto_port() -> int:
@@ -74,12 +78,37 @@ class Service:
         return RUN_DIR / f"{self.name}.log"
 
     def pid(self) -> int | None:
+        """The service's pid while it runs; None for a missing or stale pid file."""
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if _running(pid, self.command[0]) else None
+
+
+def _running(pid: int, program: str) -> bool:
+    """Whether `pid` is a live process running `program`. A signal check alone is fooled twice:
+    a killed service whose parent has not reaped it yet is a zombie that still takes signals,
+    and a pid file that outlived its process (a reboot, a kill -9 of the stack) may name a
+    number since given to an unrelated process, which `down` would then kill."""
+    if not _PROC.exists():  # no /proc (macOS): the signal check is what there is
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    try:
+        state = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        arguments = (_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and any(Path(os.fsdecode(arg)).name == Path(program).name for arg in arguments)
+
+
+def _reap(pid: int) -> None:
+    """Collect a service this process started and that has exited, so it leaves no zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def services() -> list[Service]:
@@ -176,22 +205,29 @@ def _default_instance() -> dict:
 
 
 def down() -> list[str]:
+    """Stop the services `up` started (each its whole process group); stale pid files are only
+    removed, and a service that dies meanwhile is not an error."""
     stopped = []
     for service in reversed(services()):
         pid = service.pid()
         if pid is not None:
-            os.killpg(pid, signal.SIGTERM)
+            _signal_group(pid, signal.SIGTERM)
             for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except OSError:
+                _reap(pid)
+                if not _running(pid, service.command[0]):
                     break
                 time.sleep(0.1)
             else:
-                os.killpg(pid, signal.SIGKILL)
+                _signal_group(pid, signal.SIGKILL)
+                _reap(pid)
             stopped.append(service.name)
         service.pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
 
 
 def status() -> dict[str, int | None]:
