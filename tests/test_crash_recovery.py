@@ -24,6 +24,12 @@ FILES = int(os.environ.get("TFBATCH_CRASH_FILES", 2500))
 BAD_EVERY = 23  # every 23rd file is not JSON
 LEASE_SECONDS = 2
 TFBATCH = str(Path(sys.executable).parent / "tfbatch")
+KILLS = 6
+MAX_STEP = max(1, FILES // 40 // KILLS)  # a run writes 1 or 2 result objects per 40 files: all kills fit
+
+
+def _result_objects(s3) -> int:
+    return s3.list_objects_v2(Bucket="crash-out").get("KeyCount", 0)
 
 
 def _put_inputs(s3) -> dict[str, bool]:
@@ -59,18 +65,20 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(server_aw
 
     seed = int(os.environ.get("TFBATCH_CRASH_SEED", time.time()))
     rng = random.Random(seed)
-    kills = 0
-    for _ in range(6):
+    s3 = user.s3()
+    for kill in range(KILLS):
         job = _job(env, user.instance_id, deployment_id)
-        started = time.monotonic()
-        time.sleep(rng.uniform(3.0, 9.0))
-        print(f"kill after {time.monotonic() - started:.1f}s", flush=True)
-        if job.poll() is not None:
-            break  # it finished before the kill
+        # Killed on progress, not on a timer: once a few more result objects have landed (each
+        # kill waits for at most MAX_STEP, and a full run writes far more than KILLS * MAX_STEP),
+        # then a moment later, so kills fall anywhere between a write and its commit.
+        target = _result_objects(s3) + rng.randint(1, MAX_STEP)
+        while _result_objects(s3) < target:
+            assert job.poll() is None, f"seed {seed}: the job ended before kill {kill}: {job.stdout.read()[-2000:]}"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        print(f"kill {kill} at {_result_objects(s3)} result objects", flush=True)
         job.send_signal(signal.SIGKILL)
         job.wait()
-        kills += 1
-    assert kills >= 2, f"the job finished too fast to be killed mid-run (seed {seed})"
 
     time.sleep(LEASE_SECONDS + 0.5)  # the dead jobs' claims expire
     final = _job(env, user.instance_id, deployment_id)
