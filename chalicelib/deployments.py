@@ -260,9 +260,11 @@ def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> 
 
 def polled() -> list[dict]:
     """Deployments the poller looks at: stores that cannot notify (new files are found by
-    listing), and work handed over to a scorer (`rescan`), in case that scorer died."""
+    listing), work handed over to a scorer (`rescan`), and runs in progress, in case their
+    scorer died (on any path: backlog, shard or uploads)."""
     table, items = _table(), []
-    query = {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING) | Attr("rescan").eq(True)}
+    query = {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING) | Attr("rescan").eq(True)
+             | Attr("status").eq(IN_PROGRESS)}
     while True:
         page = table.scan(**query)
         items += page["Items"]

@@ -44,8 +44,17 @@ def shard_scope(index: int) -> str:
 def live_leases(item: dict) -> set[str]:
     """The lease attributes of a deployment item that have not expired."""
     now = time.time()
-    return {name for name, value in item.items()
-            if name.startswith("lease_") and name != "lease_version" and float(value["expires"]) > now}
+    return {name for name, value in _leases(item).items() if float(value["expires"]) > now}
+
+
+def expired_leases(item: dict) -> set[str]:
+    """The lease attributes whose holder stopped renewing without giving them back: it died."""
+    now = time.time()
+    return {name for name, value in _leases(item).items() if float(value["expires"]) <= now}
+
+
+def _leases(item: dict) -> dict:
+    return {name: value for name, value in item.items() if name.startswith("lease_") and name != "lease_version"}
 
 
 def _table():

@@ -110,8 +110,11 @@ def handle_batch(event: dict, context) -> dict:
 
 def poll_stores() -> int:
     """Queue a backlog run for each deployment whose store cannot notify (new files are found
-    by listing; the ledger skips the rest), and for each whose handed-over work has no live
-    scorer left to do it. Runs still going are left alone."""
+    by listing; the ledger skips the rest), and for each whose scorer died: a lease that expired
+    while a run was in progress, work handed over to a holder that is gone, or a run in progress
+    that nobody holds. The run lists the bucket, scores what has no result and recounts the
+    deployment from the ledger, so a death on the upload path is mended within a lease and a
+    poll, not when its message comes back. Runs still going are left alone."""
     from chalicelib.clock import now_iso
 
     lease = get_settings().lease_seconds
@@ -119,9 +122,11 @@ def poll_stores() -> int:
     for item in deployments.polled():
         if leases.live_leases(item):
             continue  # a scorer is on it; it passes over the bucket again if asked to
-        stale_handover = item.get("rescan") is True
-        if not stale_handover and item["status"] == deployments.IN_PROGRESS and _age_seconds(
-                item["modified_at"], now_iso()) < lease:
+        in_progress = item["status"] == deployments.IN_PROGRESS
+        orphaned = in_progress and (bool(leases.expired_leases(item))
+                                    or _age_seconds(item["modified_at"], now_iso()) >= lease)
+        polling = item.get("trigger") == subscriptions.POLLING and not in_progress
+        if not (orphaned or polling or item.get("rescan") is True):
             continue
         tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=item["instance_id"], deployment_id=item["deployment_id"])
         queued += 1

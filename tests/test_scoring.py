@@ -342,3 +342,40 @@ def test_results_are_never_scored_again_however_the_locations_are_written(user, 
     assert runner.run_deployment(user.instance_id, forth).scored == 0   # nothing new in ping
     (result_key,) = [item["Key"] for item in s3.list_objects_v2(Bucket="pong")["Contents"]]
     assert s3.head_object(Bucket="pong", Key=result_key)["Metadata"] == {"tfbatch-result": "1"}
+
+
+def test_a_scorer_that_died_on_the_upload_path_is_mended_by_the_next_poll(user, model_dirs):
+    """No later upload, no message back yet: the poller sees the expired lease of a run in
+    progress, queues a run, and that run scores what is left and recounts the deployment."""
+    import time as clock
+    from decimal import Decimal
+
+    import app as service
+    from chalicelib import deployments, tasks, worktasks
+    from chalicelib.settings import get_settings
+    from chalicelib.worker import _lambda_context
+
+    s3 = _buckets(user, "died-in", "died-out")
+    for number in range(3):
+        s3.put_object(Bucket="died-in", Key=f"f{number}.json", Body=b'{"a": [[1, 2, 3]], "b": [4]}')
+    model_id = user.publish(model_dirs["multi_io"])
+    deployment_id = body(user.deploy(model_id, "died-in", "died-out"))["metadata"]["guid"]
+    queue = aws.queue_url(get_settings().tasks_queue)
+    aws.client("sqs").purge_queue(QueueUrl=queue)  # the creation's own run never happens
+    # What a worker killed mid-upload leaves: a run in progress, files pending, a lease nobody renews.
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": user.instance_id, "deployment_id": deployment_id},
+        UpdateExpression="SET #status = :progress, pending = :three, lease_all = :dead ADD lease_version :one",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={":progress": deployments.IN_PROGRESS, ":three": 3, ":one": 1,
+                                   ":dead": {"holder": "killed", "expires": Decimal(str(clock.time() - 1))}})
+    assert worktasks.poll_stores() == 1
+    messages = aws.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["task"] for m in messages] == [tasks.SCORE_DEPLOYMENT]
+    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                          "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"} for m in messages]}
+    assert service.handle_tasks(event, _lambda_context()) == {"batchItemFailures": []}
+    details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+    assert details == {"status": "SUCCESS", "total": 3, "scored": 3, "failed": 0, "pending": 0, "progress": 1.0}
+    assert worktasks.poll_stores() == 0  # settled: nothing more to mend
