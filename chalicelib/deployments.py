@@ -176,9 +176,10 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
 
 
 def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
-               fields: dict | None = None, unless_rescan: bool = False) -> bool:
+               fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None) -> bool:
     """Change the status (and set other fields) of a deployment that still exists; False when it
-    was deleted, or, with `unless_rescan`, when uploads asked the backlog run for another pass."""
+    was deleted, with `unless_rescan` when uploads asked the backlog run for another pass, and
+    with a scorer's `fence` (leases.Lease.fence) when that scorer no longer holds its lease."""
     update = "SET #status = :status, modified_at = :now"
     values: dict = {":status": status, ":now": now_iso()}
     if failure is not None:
@@ -192,6 +193,10 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
         condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
         values[":false"] = False
     names = {"#status": "status", **{f"#{name}": name for name in fields or {}}}
+    if fence is not None:
+        condition += f" AND {fence['ConditionExpression']}"
+        names.update(fence["ExpressionAttributeNames"])
+        values.update(fence["ExpressionAttributeValues"])
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression=condition,
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
@@ -218,11 +223,18 @@ def owe_pass(instance_id: str, deployment_id: str) -> bool:
     return not (old.get("rescan") is True or leases.live_leases(old))
 
 
-def add_pending(instance_id: str, deployment_id: str, count: int) -> None:
-    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                         UpdateExpression="ADD pending :count SET modified_at = :now",
-                         ConditionExpression="attribute_exists(deployment_id)",
-                         ExpressionAttributeValues={":count": count, ":now": now_iso()})
+def add_pending(instance_id: str, deployment_id: str, count: int, fence: dict) -> None:
+    """Count files a scorer has started on, while it holds its lease (`fence`, leases.Lease.fence):
+    a scorer that resumes after another took over and settled must not leave them pending."""
+    if not aws.conditionally(
+        _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+        UpdateExpression="ADD pending :count SET modified_at = :now",
+        ConditionExpression=f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
+        ExpressionAttributeNames=fence["ExpressionAttributeNames"],
+        ExpressionAttributeValues={":count": count, ":now": now_iso(), **fence["ExpressionAttributeValues"]},
+    ):
+        raise leases.LeaseLost(f"another scorer holds deployment {deployment_id} now (or it was deleted); "
+                               "this one stops without writing more")
 
 
 def settle(instance_id: str, deployment_id: str) -> bool:

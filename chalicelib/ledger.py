@@ -11,10 +11,16 @@ scoring them, and the protocol per group of files is:
    and delete the intent.
 A scorer that dies leaves its intents behind. The next holder of the lease reads them before it
 scores anything: the files whose output file exists are committed as planned (their records are
-there), the rest are simply scored again. So a crash at any point neither loses a result nor
-writes a second one, and a group of hundreds of files costs a handful of requests besides the
-commit's batch writes. Counters added after a crash may lag; `recount` sets them from the
-ledger when a run ends.
+there); for each that does not, it claims the name first (an empty result file, written
+create-only), and those inputs are simply scored again. So a crash at any point neither loses a
+result nor writes a second one, and a group of hundreds of files costs a handful of requests
+besides the commit's batch writes. Counters added after a crash may lag; `recount` sets them
+from the ledger when a run ends.
+
+A scorer that only *paused* past its lease and resumes is fenced at each step: its intent is
+written in a transaction that checks it still holds the lease; its output files are written
+create-only (S3 If-None-Match: *), so a name the new holder claimed refuses it; and its counts
+are added only while it holds the lease. It stops at the first refusal (LeaseLost).
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ from decimal import Decimal
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib import aws
+from chalicelib.leases import LeaseLost
 from chalicelib.settings import get_settings
 
 SCORED, FAILED = "scored", "failed"
 _ENTRIES_PER_INTENT = 100  # keeps an intent item under DynamoDB's 400 KB with 1 KB keys and messages
+_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
 _serialize = TypeSerializer().serialize
 
 
@@ -60,6 +68,11 @@ def _item(values: dict) -> dict:
 
 def _plain(raw: dict) -> dict:
     return {name: next(iter(value.values())) for name, value in raw.items()}
+
+
+def _client_form(condition: dict) -> dict:
+    """A condition (leases.Lease.fence) with its values serialized for the DynamoDB client."""
+    return {**condition, "ExpressionAttributeValues": _item(condition["ExpressionAttributeValues"])}
 
 
 def _now() -> Decimal:
@@ -104,16 +117,40 @@ class Ledger:
     def _intents(self) -> str:
         return f"{self.deployment_id}#intents"
 
-    def intend(self, scope: str, token: str, entries: list[Entry]) -> list[str]:
-        """Record what a group will write before writing it; the intent's item keys."""
+    def intend(self, scope: str, token: str, entries: list[Entry], fence: dict) -> list[str]:
+        """Record what a group will write before writing it; the intent's item keys. Written in
+        transactions that check the lease (`fence`): an intent exists only if it was written
+        while its scorer held the lease, so the next holder's recovery sees every intent whose
+        files may still be written."""
         parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
-        self._batch_put([_item({
+        puts = [{"Put": {"TableName": self._table, "Item": _item({
             "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
             "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key, "status": e.status,
                          "records": e.records, "error_code": e.error_code, "error": e.error[:1000]} for e in part],
-        }) for name, part in zip(names, parts)])
+        })}} for name, part in zip(names, parts)]
+        for chunk in _chunks(puts, _TRANSACTION_ITEMS - 1):
+            try:
+                self._client.transact_write_items(TransactItems=[self._fence_check(fence), *chunk])
+            except self._client.exceptions.TransactionCanceledException as cancelled:
+                reasons = [reason.get("Code") for reason in cancelled.response.get("CancellationReasons", [])]
+                if reasons[:1] == ["ConditionalCheckFailed"]:
+                    self._lost()
+                raise
         return names
+
+    def _fence_check(self, fence: dict) -> dict:
+        return {"ConditionCheck": {"TableName": self._deployments, **_client_form(fence),
+                                   "Key": _item({"instance_id": self.instance_id, "deployment_id": self.deployment_id})}}
+
+    def _lost(self) -> None:
+        """Raise why a fenced write was refused: the deployment is gone, or the lease is."""
+        found = self._client.get_item(TableName=self._deployments, ConsistentRead=True, ProjectionExpression="deployment_id",
+                                      Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}))
+        if "Item" not in found:
+            raise DeploymentDeleted(self.deployment_id)
+        raise LeaseLost(f"another scorer holds deployment {self.deployment_id} now; this one stops without "
+                        "writing more")
 
     @staticmethod
     def intent_token(name: str) -> str:
@@ -143,8 +180,11 @@ class Ledger:
         return found
 
     # -- commit ----------------------------------------------------------------------------
-    def commit(self, entries: list[Entry], token: str, *, pending_delta: int = 0) -> None:
-        """Record the outcome of the entries, then count them on the deployment."""
+    def commit(self, entries: list[Entry], token: str, fence: dict, *, pending_delta: int = 0) -> None:
+        """Record the outcome of the entries, then count them on the deployment, if the lease is
+        still held (`fence`). The items themselves need no fence: a scorer reaches its commit
+        only after its files were written, and then the next holder commits the very same items
+        (it adopts files it finds); only the counts would be added twice."""
         now = _now()
         self._batch_put([_item({
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
@@ -153,7 +193,7 @@ class Ledger:
             **({"error_code": entry.error_code, "error_message": entry.error[:1000]} if entry.status == FAILED else {}),
         }) for entry in entries])
         scored = sum(1 for entry in entries if entry.status == SCORED)
-        self._add_counts(scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
+        self._add_counts(fence, scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
 
     def _batch_put(self, items: list[dict]) -> None:
         self._batch_write([{"PutRequest": {"Item": item}} for item in items])
@@ -167,16 +207,18 @@ class Ledger:
                 if batch:
                     time.sleep(0.05)
 
-    def _add_counts(self, **counts: int) -> None:
+    def _add_counts(self, fence: dict, **counts: int) -> None:
         if not aws.conditionally(
             self._client.update_item,
             TableName=self._deployments,
             Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
             UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counts),
-            ConditionExpression="attribute_exists(deployment_id)",
-            ExpressionAttributeValues=_item({f":{name}": value for name, value in counts.items()}),
+            ConditionExpression=f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
+            ExpressionAttributeNames=fence["ExpressionAttributeNames"],
+            ExpressionAttributeValues=_item({**{f":{name}": value for name, value in counts.items()},
+                                             **fence["ExpressionAttributeValues"]}),
         ):
-            raise DeploymentDeleted(self.deployment_id)
+            self._lost()
 
     # -- reading the whole partition -------------------------------------------------------
     def empty(self) -> bool:

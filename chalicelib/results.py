@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import obstore
 import orjson
+from obstore.exceptions import AlreadyExistsError
 from obstore.store import LocalStore
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -68,6 +69,18 @@ def dumps(items: list[dict[str, Any]]) -> bytes:
 
 def put(store, key: str, items: list[dict[str, Any]]) -> None:
     """Write a result or error object, marked as one (a local folder keeps no metadata: there
-    `tfbatch score` keeps its output out of its input by path)."""
+    `tfbatch score` keeps its output out of its input by path). Create-only: names are never
+    reused, and a name already taken means another scorer claimed it (ledger.py), so the write
+    is refused with obstore's AlreadyExistsError."""
     attributes = None if isinstance(store, LocalStore) else ATTRIBUTES
-    obstore.put(store, key, dumps(items), attributes=attributes)
+    obstore.put(store, key, dumps(items), attributes=attributes, mode="create")
+
+
+def claim(store, key: str) -> bool:
+    """Take an output name a scorer that stopped had planned, so that scorer can never write it
+    (an empty result file stays there); False when that scorer's file is there already."""
+    try:
+        put(store, key, [])
+    except AlreadyExistsError:
+        return False
+    return True

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import obstore
+from obstore.exceptions import AlreadyExistsError
 from obstore.exceptions import BaseError as StoreError
 
 from chalicelib import connections, deployments, engine, events, instances, leases, pipeline
@@ -113,7 +114,7 @@ class DeploymentRun:
             return self.summary
         try:
             if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
-                                          fields=fields):
+                                          fields=fields, fence=self.lease.fence()):
                 return self.summary
             steps()
             self._loaded_model()  # a model that cannot load fails the deployment, files or not
@@ -169,7 +170,7 @@ class DeploymentRun:
         while True:
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
-                                   fields={"rescan": False})
+                                   fields={"rescan": False}, fence=self.lease.fence())
             self._pass()
             if self._finish() and self.lease.release(unless_rescan=True):
                 return
@@ -205,7 +206,8 @@ class DeploymentRun:
         counts = self.ledger.recount()
         exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
         if not deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS,
-                                      fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True):
+                                      fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True,
+                                      fence=self.lease.fence()):
             if not self._exists():
                 raise DeploymentDeleted(self.deployment_id)
             return False
@@ -234,7 +236,10 @@ class DeploymentRun:
 
     def _fail(self, reason: str) -> Summary:
         logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
-        deployments.set_status(self.instance_id, self.deployment_id, deployments.FAILED, failure=reason)
+        # While the lease is held, only its holder may fail the deployment (a late scorer fails
+        # nothing); a run that gave its lease back in order may still report a model that never loaded.
+        deployments.set_status(self.instance_id, self.deployment_id, deployments.FAILED, failure=reason,
+                               fence=self.lease.fence() if self.lease.held else None)
         self.summary.status = deployments.FAILED
         return self.summary
 
@@ -293,7 +298,7 @@ class DeploymentRun:
         self.lease.check()
         if not prepared.live:
             return  # every file of the group vanished since the listing
-        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live))
+        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live), self.lease.fence())
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
         outputs, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
@@ -314,12 +319,12 @@ class DeploymentRun:
         """Record the intent, write the group's result files, commit its entries, count them."""
         token = uuid.uuid4().hex
         with self.summary.timed("intent"):
-            intent = self.ledger.intend(self.lease.scope, token, held)
+            intent = self.ledger.intend(self.lease.scope, token, held, self.lease.fence())
         for key, items in documents.items():
             if items:
                 self._write(key, items)
         with self.summary.timed("commit"):
-            self.ledger.commit(held, token)
+            self.ledger.commit(held, token, self.lease.fence())
             self.ledger.forget(intent)
         self.done.update((entry.key, entry.etag) for entry in held)
         records = sum(entry.records for entry in held if entry.status == SCORED)
@@ -355,17 +360,20 @@ class DeploymentRun:
 
     def _write(self, key: str, items: list[dict]) -> None:
         try:
-            self.lease.check()  # a scorer that lost its lease must not write results any more
+            self.lease.check()  # a scorer that knows it lost its lease writes nothing more
             with self.summary.timed("write"):
                 results.put(self.outputs_store, key, items)
+        except AlreadyExistsError:
+            raise leases.LeaseLost(f"output '{key}' was claimed by the scorer that took deployment "
+                                   f"{self.deployment_id} over; this one stops without writing more") from None
         except (StoreError, OSError) as error:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
 
-    # -- recovery --------------------------------------------------------------------------
     def _recover(self, scope: str) -> None:
-        """Finish what scorers that died left of this scope (all of them, for the whole
-        deployment): entries whose output file exists are committed as planned, since their
-        records are there; the others will simply be scored again."""
+        """Finish what scorers that stopped left of this scope (all of them, for the whole
+        deployment). Entries whose output file exists are committed as planned, since their
+        records are there; for a file that is not there, its name is claimed first, so a scorer
+        that only paused can never write it later, and its entries will simply be scored again."""
         intents = self.ledger.intents(None if scope == leases.ALL else scope)
         exists: dict[str, bool] = {}
         for name, entries in intents.items():
@@ -374,11 +382,11 @@ class DeploymentRun:
                     obstore.head(self.outputs_store, output_key)
                     exists[output_key] = True
                 except FileNotFoundError:
-                    exists[output_key] = False
+                    exists[output_key] = not results.claim(self.outputs_store, output_key)
             written = [entry for entry in entries if exists[entry.output_key]]
             if written:
-                self.ledger.commit(written, Ledger.intent_token(name), pending_delta=len(written))
-                logger.info("adopted a dead scorer's results", extra={"intent": name, "count": len(written)})
+                self.ledger.commit(written, Ledger.intent_token(name), self.lease.fence(), pending_delta=len(written))
+                logger.info("adopted a stopped scorer's results", extra={"intent": name, "count": len(written)})
             self.ledger.forget([name])
 
 
