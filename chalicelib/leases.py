@@ -76,6 +76,11 @@ class Lease:
         self._renewer: threading.Thread | None = None
         self._valid_until = 0.0  # the expiry last written (time.time() seconds)
         self.held = False
+        self._progress = time.monotonic()  # the work's last heartbeat (beat)
+        # The longest a working scorer may go without a heartbeat: one model call at most
+        # (engine bounds it), and a lease's worth for everything around it.
+        settings = get_settings()
+        self.quiet_seconds = settings.lease_seconds + settings.model_call_seconds
 
     # -- taking it -------------------------------------------------------------------------
     def acquire(self, wait_seconds: float = 0, *, read: dict | None = None) -> bool:
@@ -112,6 +117,7 @@ class Lease:
                             {":mine": {"holder": self.holder, "expires": expires}})
         if taken:
             self.held, self._valid_until = True, float(expires)
+            self.beat()
             self._renewer = threading.Thread(target=self._renew_until_stopped, name="lease", daemon=True)
             self._renewer.start()
         return taken
@@ -134,11 +140,24 @@ class Lease:
         return Decimal(str(round(time.time() + self.seconds, 3)))
 
     # -- holding it ------------------------------------------------------------------------
+    def beat(self) -> None:
+        """The work made progress: renewing the lease is still earned."""
+        self._progress = time.monotonic()
+
     def _renew_until_stopped(self) -> None:
-        """Renew every third of the lease. A renewal refused means the lease is gone; one that
-        fails (the network, throttling) is tried again at the next tick, but once less than a
-        tick of the lease is left the holder is told it lost it, before anyone else may take it."""
+        """Renew every third of the lease, as long as the work keeps beating: a scorer stuck
+        somewhere (a call that never returns) lets its lease go, and the poller gives the work
+        to another, instead of renewing forever on a timer. A renewal refused means the lease
+        is gone; one that fails (the network, throttling) is tried again at the next tick, but
+        once less than a tick of the lease is left the holder is told it lost it, before anyone
+        else may take it."""
         while not self._stop.wait(self.seconds / 3):
+            if time.monotonic() - self._progress > self.quiet_seconds:
+                logger.warning("no progress; letting the lease go", extra={
+                    "deployment_id": self.key["deployment_id"], "scope": self.scope,
+                    "quiet_seconds": round(time.monotonic() - self._progress, 1)})
+                self.lost.set()
+                return
             expires = self._expiry()
             try:
                 renewed = self._update("SET #lease.expires = :expires ADD lease_version :one", {":expires": expires})

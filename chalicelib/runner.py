@@ -267,6 +267,7 @@ class DeploymentRun:
     def _prepare(self, group: list[Input]) -> Prepared | None:
         """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
         it runs ahead of the model in its own thread."""
+        self.lease.beat()  # listing and skipping what is done is progress too
         group = [item for item in group if (item.key, item.etag) not in self.done]
         known = {} if self.fresh else self.ledger.lookup(item.key for item in group)
         todo = []
@@ -296,12 +297,14 @@ class DeploymentRun:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
         finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
+        self.lease.beat()
         if not prepared.live:
             return  # every file of the group vanished since the listing
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live), self.lease.fence())
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
         outputs, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
+        self.lease.beat()
         refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
                                             error_code=error.code, error=str(error))
                    for index, error in model_errors.items()}
@@ -327,6 +330,7 @@ class DeploymentRun:
             self.ledger.commit(held, token, self.lease.fence())
             self.ledger.forget(intent)
         self.done.update((entry.key, entry.etag) for entry in held)
+        self.lease.beat()
         records = sum(entry.records for entry in held if entry.status == SCORED)
         scored = sum(1 for entry in held if entry.status == SCORED)
         self.summary.scored += scored
@@ -377,6 +381,7 @@ class DeploymentRun:
         intents = self.ledger.intents(None if scope == leases.ALL else scope)
         exists: dict[str, bool] = {}
         for name, entries in intents.items():
+            self.lease.beat()
             for output_key in {entry.output_key for entry in entries} - set(exists):
                 try:
                     obstore.head(self.outputs_store, output_key)

@@ -135,3 +135,17 @@ def test_a_holder_whose_renewals_fail_is_told_before_its_lease_ends(deployment, 
     assert time.time() < float(_item(deployment)["lease_all"]["expires"])  # told while it still held it
     assert time.time() - started < holder.seconds
     holder._stop_renewing()
+
+
+def test_a_holder_whose_work_stops_beating_lets_the_lease_go(deployment, settings_env):
+    """Renewal follows the work's heartbeats, not a bare timer: stuck work loses the lease."""
+    settings_env(TFBATCH_LEASE_SECONDS=1, TFBATCH_MODEL_CALL_SECONDS=1)  # quiet for 2 s at most
+    working, stuck = _lease(leases.shard_scope(0)), _lease(leases.shard_scope(1))
+    assert working.acquire() and stuck.acquire()
+    while not stuck.lost.is_set():  # it goes once the quiet limit passes
+        working.beat()
+        time.sleep(0.05)
+    assert not working.lost.is_set()  # beating all along, it kept its lease
+    with pytest.raises(leases.LeaseLost):
+        stuck.check()
+    working.release(unless_rescan=False)
