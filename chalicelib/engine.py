@@ -64,13 +64,34 @@ class ModelCallTimeout(Exception):
     """A model call ran past settings.model_call_seconds; its files fail, the scorer goes on."""
 
 
+class _Abandoned:
+    """How many model calls were given up at their time limit and still run: the process that
+    holds one is replaced as soon as it can be (worktasks.replace_if_stuck)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def change(self, by: int) -> None:
+        with self._lock:
+            self.count += by
+
+
+_abandoned = _Abandoned()
+
+
+def calls_still_running() -> int:
+    return _abandoned.count
+
+
 class Model:
     """One signature of a loaded SavedModel, callable on NumPy columns.
 
     Every call is bounded in time: a graph is a stranger's program, and a While loop that never
     ends is pure compute that no op check can refuse. TensorFlow cannot interrupt a running
     call, so the call runs in a thread of its own that the caller stops waiting for; that thread
-    spins on until the graph ends or the process does (a Lambda's ends with its invocation)."""
+    spins on until the graph ends or the process does, and the process is replaced once the work
+    in hand is done (calls_still_running; worktasks.replace_if_stuck)."""
 
     def __init__(self, loaded, signature_name: str, call_seconds: float | None = None):
         self._loaded = loaded  # keeps the variables alive
@@ -80,6 +101,7 @@ class Model:
     def _call(self, inputs: dict) -> dict:
         finished = threading.Event()
         outcome: dict = {}
+        lock = threading.Lock()  # the call ends and the caller gives up in one order or the other
 
         def call() -> None:
             try:
@@ -87,10 +109,18 @@ class Model:
             except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
                 outcome["error"] = error
             finally:
-                finished.set()
+                with lock:
+                    finished.set()
+                    if outcome.get("abandoned"):
+                        _abandoned.change(-1)
 
         threading.Thread(target=call, name="model-call", daemon=True).start()
-        if not finished.wait(self._call_seconds):
+        finished.wait(self._call_seconds)
+        with lock:
+            if not finished.is_set():
+                outcome["abandoned"] = True
+                _abandoned.change(+1)
+        if outcome.get("abandoned"):
             raise ModelCallTimeout(f"the model call ran longer than {self._call_seconds:g} s "
                                    "(TFBATCH_MODEL_CALL_SECONDS) and was abandoned")
         if "error" in outcome:

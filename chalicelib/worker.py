@@ -6,6 +6,8 @@ messages reappear after their visibility timeout, as on AWS.
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 import time
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
-from chalicelib import aws
+from chalicelib import aws, worktasks
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
@@ -88,7 +90,7 @@ def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bo
         print("worker polling", queue_url, flush=True)
     next_poll = 0.0
     with ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="handler") as pool:
-        while not stop.is_set():
+        while not stop.is_set() and not worktasks.stuck_model_calls():
             if time.monotonic() >= next_poll:  # what the schedule does on AWS, every few seconds here
                 _poll_stores(service)
                 next_poll = time.monotonic() + settings.poll_seconds
@@ -106,3 +108,14 @@ def run(stop: threading.Event | None = None, wait_seconds: int = 1, announce: bo
                 pool.submit(handle, messages)
             else:
                 free.release()
+    if worktasks.stuck_model_calls() and not stop.is_set():
+        _replace_this_process()
+
+
+def _replace_this_process() -> None:
+    """A model call outlived its limit and spins on in this process: with the batches in hand
+    done (the pool above has drained), start afresh in the same process (same pid, so the local
+    stack's pid file stays true) instead of serving every later batch beside a busy core."""
+    logger.error("a model call outlived its limit and cannot be stopped; restarting the worker")
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.argv])

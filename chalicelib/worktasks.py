@@ -13,6 +13,8 @@ its dead-letter queue.
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
 from urllib.parse import unquote_plus
 
@@ -105,7 +107,22 @@ def handle_batch(event: dict, context) -> dict:
 
     # A processor per batch: it holds the batch's outcomes, and the local worker runs batches at once.
     processor = BatchProcessor(event_type=EventType.SQS)
-    return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+    response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and stuck_model_calls():
+        # Lambda keeps the environment for the next invocation, spinning thread and all. Ending
+        # the process ends it; the batch's report is lost with it, so its messages come back and
+        # the ledger skips what was done. (The local worker drains and restarts instead.)
+        logger.error("a model call outlived its limit and cannot be stopped; ending this environment",
+                     extra={"still_running": stuck_model_calls()})
+        os._exit(70)
+    return response
+
+
+def stuck_model_calls() -> int:
+    """Model calls given up at their time limit that still run in this process (none where no
+    model was ever loaded: the engine, and TensorFlow, are then not even imported)."""
+    engine = sys.modules.get("chalicelib.engine")
+    return engine.calls_still_running() if engine is not None else 0
 
 
 def poll_stores() -> int:

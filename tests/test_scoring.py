@@ -266,6 +266,8 @@ def test_endpoints_inside_the_service_network_are_refused(user, model_dirs, url)
 def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is_scored(
         user, settings_env, server_aws, tmp_path):
     """Both models compute only (they pass the op check); the limits are what stops them."""
+    import time
+
     import hostile_models
 
     from chalicelib import deployments, engine
@@ -293,8 +295,11 @@ def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is
     model = engine.model(engine.StoredArchive.of(item), "serving_default").result()
     try:
         summary = runner.run_deployment(user.instance_id, deployment_id)
+        assert engine.calls_still_running() == 1  # given up, and still spinning
     finally:
         model._loaded.release.assign(1)  # the abandoned call ends now
+    while engine.calls_still_running():
+        time.sleep(0.01)
     assert (summary.status, summary.scored, summary.failed) == ("SUCCESS", 1, 1)
     by_file = _records_by_file(user.outputs("abuse", "stall-out/"))
     assert by_file["zero.json"][0]["y"] == [0.0]
@@ -379,3 +384,21 @@ def test_a_scorer_that_died_on_the_upload_path_is_mended_by_the_next_poll(user, 
     details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
     assert details == {"status": "SUCCESS", "total": 3, "scored": 3, "failed": 0, "pending": 0, "progress": 1.0}
     assert worktasks.poll_stores() == 0  # settled: nothing more to mend
+
+
+def test_a_lambda_environment_with_a_model_call_it_cannot_stop_ends_after_its_batch(aws_mock, monkeypatch):
+    """Lambda would keep the environment, spinning thread and all, for the next invocation."""
+    from chalicelib import engine, worktasks
+    from chalicelib.worker import _lambda_context
+
+    exits = []
+    monkeypatch.setattr(worktasks.os, "_exit", exits.append)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "tfbatch-scoring")
+    event = {"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": json.dumps({"task": "none-such"}),
+                          "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                          "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"}]}
+    assert worktasks.handle_batch(event, _lambda_context()) == {"batchItemFailures": []}
+    assert exits == []  # nothing stuck: the environment lives on
+    monkeypatch.setattr(engine._abandoned, "count", 1)
+    worktasks.handle_batch(event, _lambda_context())
+    assert exits == [70]
