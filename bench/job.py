@@ -193,13 +193,9 @@ class Service:
 
 
 def tar_gz(directory: Path) -> bytes:
-    import io
-    import tarfile
+    from chalicelib import archives
 
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname="digits")
-    return buffer.getvalue()
+    return archives.pack(directory, "digits")
 
 
 def get_only(service: Service, bucket: str) -> tuple[float, float]:

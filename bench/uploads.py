@@ -17,13 +17,11 @@ Writes bench/results/uploads-<time>.json. Not a test: nothing here asserts a tim
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -104,11 +102,10 @@ class Stack:
 def digits_archive(directory: str) -> bytes:
     import digits_model
 
+    from chalicelib import archives
+
     digits_model.export(directory)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname="digits")
-    return buffer.getvalue()
+    return archives.pack(directory, "digits")
 
 
 def sample(number: int) -> bytes:

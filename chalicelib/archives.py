@@ -14,6 +14,7 @@ folder).
 from __future__ import annotations
 
 import gzip
+import io
 import stat
 import struct
 import tarfile
@@ -351,6 +352,15 @@ def check(fileobj: IO[bytes], limits: Limits) -> str:
         for _ in data:
             pass
     return model_root(names)
+
+
+def pack(directory: Path | str, top: str | None = "model") -> bytes:
+    """A SavedModel directory as the tar.gz this module reads back: under one top-level folder
+    (`top`), or at the archive's top (None). What the CLI, the benchmarks and tests upload."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(str(directory), arcname=top or ".")
+    return buffer.getvalue()
 
 
 def extract(fileobj: IO[bytes], destination: Path, limits: Limits) -> Path:

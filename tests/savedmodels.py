@@ -7,12 +7,13 @@ SavedModelBuilder graph with a CLASSIFY-style signature like the seed's.
 from __future__ import annotations
 
 import io
-import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from chalicelib import archives
 
 
 def keras_export(directory: Path) -> Path:
@@ -74,10 +75,7 @@ def tf1_classify(directory: Path) -> Path:
 
 def tar_gz(directory: Path, top: str | None = "model") -> bytes:
     """The folder as a tar.gz, under one top-level folder (or at the archive's top)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(str(directory), arcname=top or ".")
-    return buffer.getvalue()
+    return archives.pack(directory, top)
 
 
 def zipped(directory: Path) -> bytes:

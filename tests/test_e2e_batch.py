@@ -2,16 +2,15 @@
 worker scores what is in the bucket, and num_3.json comes out as class 3."""
 from __future__ import annotations
 
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import boto3
 import pytest
 
 import stackclient
+from chalicelib import archives
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -23,10 +22,7 @@ def digits_archive(tmp_path_factory) -> bytes:
     import digits_model
 
     directory = digits_model.export(str(tmp_path_factory.mktemp("digits") / "digits"))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname="digits")
-    return buffer.getvalue()
+    return archives.pack(directory, "digits")
 
 
 def test_seed_batch_walkthrough(local_stack, digits_archive):
