@@ -25,6 +25,7 @@ demo: up
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # The AWS stack: dist/template.json (SAM, validated by cfn-lint in the tests) + dist/deployment.zip.

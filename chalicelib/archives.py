@@ -231,7 +231,7 @@ def _refuse_overlaps(infos: list[zipfile.ZipInfo], starts: dict[int, int], archi
     """Each entry's compressed data must lie before the next entry's header: entries that share
     data (the "overlapping" zip bomb) inflate many times what the archive holds."""
     spans = sorted((info.header_offset, starts[id(info)] + info.compress_size, info.filename) for info in infos)
-    for (_, end, name), (next_start, _, next_name) in zip(spans, spans[1:] + [(archive_size, 0, "")]):
+    for (_, end, name), (next_start, _, next_name) in zip(spans, spans[1:] + [(archive_size, 0, "")], strict=True):
         if end > next_start:
             overlapped = f"entry {next_name!r}" if next_name else "the end of the archive"
             raise ArchiveError(f"Archive entry {name!r} declares compressed data that runs into {overlapped}; "

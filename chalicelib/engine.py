@@ -37,6 +37,7 @@ from chalicelib.formats import Batch
 from chalicelib.settings import get_settings
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
+Outputs = dict[str, np.ndarray]  # one file's rows of each output tensor
 MAX_LOADED = 4  # signatures kept ready per process; each keeps its version's variables in memory
 _ARCHIVE_SUFFIX = ".archive"
 
@@ -145,11 +146,11 @@ class Model:
         outputs = self._call({name: tf.constant(array) for name, array in columns.items()})
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
-    def predict_files(self, batches: Sequence[Batch], batch_size: int) -> list[dict[str, np.ndarray] | ModelCallTimeout]:
+    def predict_files(self, batches: Sequence[Batch], batch_size: int) -> list[Outputs | ModelCallTimeout]:
         """Each file's outputs, computed in joined model calls of at most `batch_size` records;
         the files of a call that ran out of time get its ModelCallTimeout instead, and the
         other calls still run."""
-        results: list[dict[str, np.ndarray] | ModelCallTimeout] = []
+        results: list[Outputs | ModelCallTimeout] = []
         group: list[Batch] = []
         rows = 0
         for batch in batches:
@@ -162,7 +163,7 @@ class Model:
             results += self._predict_group(group)
         return results
 
-    def _predict_group(self, group: list[Batch]) -> list[dict[str, np.ndarray] | ModelCallTimeout]:
+    def _predict_group(self, group: list[Batch]) -> list[Outputs | ModelCallTimeout]:
         joined = {name: np.concatenate([b.columns[name] for b in group]) for name in group[0].columns}
         try:
             outputs = self.predict(joined)

@@ -166,7 +166,7 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:
     if spec.shape is not None:
         found = "[" + ", ".join(str(dim) for dim in array.shape) + "]"
         if array.ndim != len(spec.shape) or any(
-                want is not None and want != got for want, got in zip(spec.shape[1:], array.shape[1:])):
+                want is not None and want != got for want, got in zip(spec.shape[1:], array.shape[1:], strict=True)):
             raise InputError(f"tensor '{spec.name}' expects shape {spec.describe_shape()} "
                              f"(a list of records); found {found}.", "wrong_shape")
     return array

@@ -65,7 +65,8 @@ class Call:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            raise BadRequest(f"The body is not valid JSON: {error}.", code="invalid_json", target={"type": "body"}) from None
+            raise BadRequest(f"The body is not valid JSON: {error}.", code="invalid_json",
+                             target={"type": "body"}) from None
         if not isinstance(body, dict):
             raise BadRequest("The body must be a JSON object.", code="invalid_json", target={"type": "body"})
         return body

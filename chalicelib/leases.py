@@ -174,11 +174,12 @@ class Lease:
             self._valid_until = float(expires)
 
     def fence(self) -> dict:
-        """The condition, on the deployment item, that this scorer still holds its lease. Every effect of a scorer on shared state is made
-        conditional on it (fencing): a scorer paused past its lease (a GC pause, a frozen
-        container, a stalled network) that resumes after another took over finds its writes
-        refused, instead of landing beside the new holder's. `check` is only the early warning.
-        Values are plain (the resource API's); the client's callers serialize them."""
+        """The condition, on the deployment item, that this scorer still holds its lease. Every
+        effect of a scorer on shared state is made conditional on it (fencing): a scorer paused
+        past its lease (a GC pause, a frozen container, a stalled network) that resumes after
+        another took over finds its writes refused, instead of landing beside the new holder's.
+        `check` is only the early warning. Values are plain (the resource API's); the client's
+        callers serialize them."""
         return {"ConditionExpression": "#lease.holder = :holder",
                 "ExpressionAttributeNames": {"#lease": _attribute(self.scope)},
                 "ExpressionAttributeValues": {":holder": self.holder}}

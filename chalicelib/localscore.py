@@ -16,9 +16,8 @@ from pathlib import Path
 import obstore
 from obstore.store import LocalStore, from_url
 
-from chalicelib import deployments, engine, pipeline, savedmodel
+from chalicelib import deployments, engine, pipeline, results, savedmodel
 from chalicelib.formats import InputError, TensorSpec
-from chalicelib import results
 from chalicelib.results import elements, error_element
 from chalicelib.settings import get_settings
 

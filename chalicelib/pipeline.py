@@ -170,7 +170,8 @@ def fetch(store, inputs: list[Input], *, max_bytes: int, concurrency: int) -> li
     here: 0.74 against 1.1 ms per GET), with more objects per second."""
 
     local = _local_root(store)
-    read = (lambda key: (local / key).read_bytes()) if local else (lambda key: _unless_a_result(obstore.get(store, key)))
+    def read(key: str) -> bytes | None:
+        return (local / key).read_bytes() if local else _unless_a_result(obstore.get(store, key))
 
     def one(item: Input) -> bytes | InputError | None:
         if item.size > max_bytes:
@@ -208,7 +209,7 @@ def read(store, inputs: list[Input], specs: list[TensorSpec], signature_name: st
          concurrency: int) -> Iterator[tuple[Input, Batch | InputError]]:
     """Each input still there, fetched and parsed: its Batch, or the InputError saying why not.
     An input deleted since it was listed is no input any more and is left out."""
-    for item, content in zip(inputs, fetch(store, inputs, max_bytes=max_bytes, concurrency=concurrency)):
+    for item, content in zip(inputs, fetch(store, inputs, max_bytes=max_bytes, concurrency=concurrency), strict=True):
         if content is None:
             continue
         if isinstance(content, InputError):

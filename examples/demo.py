@@ -87,7 +87,7 @@ def fill_input_bucket(bucket: str, samples: int = 5) -> list[str]:
     s3.put_object(Bucket=bucket, Key="num_3.json", Body=(HERE / "num_3.json").read_bytes())
     images, labels = digits_model.digits_as_mnist(samples)
     names = ["num_3.json"]
-    for image, label in zip(images, labels):
+    for image, label in zip(images, labels, strict=True):
         name = f"digit_{len(names)}_is_{label}.json"
         s3.put_object(Bucket=bucket, Key=name, Body=json.dumps({"inputs": [image.tolist()]}).encode())
         names.append(name)

@@ -14,7 +14,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from apiclient import body
 from chalicelib import aws
 from chalicelib.settings import get_settings

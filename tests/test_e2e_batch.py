@@ -49,7 +49,7 @@ def test_seed_batch_walkthrough(local_stack, digits_archive):
     s3.put_object(Bucket="batchtensorflow-in", Key="num_3.json", Body=(EXAMPLES / "num_3.json").read_bytes())
     images, labels = digits_model.digits_as_mnist(20)
     expected = {"num_3.json": 3}
-    for number, (image, label) in enumerate(zip(images, labels)):
+    for number, (image, label) in enumerate(zip(images, labels, strict=True)):
         name = f"sample_{number}.json"
         s3.put_object(Bucket="batchtensorflow-in", Key=name, Body=json.dumps({"inputs": [image.tolist()]}).encode())
         expected[name] = int(label)

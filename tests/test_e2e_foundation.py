@@ -73,5 +73,6 @@ def test_bad_archive_is_refused_over_http(session):
 
 
 def test_no_secret_in_the_stack_logs(local_stack):
-    logs = "".join(path.read_text(errors="replace") for path in Path(local_stack["env"]["TFBATCH_RUN_DIR"]).glob("*.log"))
+    run_dir = Path(local_stack["env"]["TFBATCH_RUN_DIR"])
+    logs = "".join(path.read_text(errors="replace") for path in run_dir.glob("*.log"))
     assert local_stack["password"] not in logs

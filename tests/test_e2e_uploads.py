@@ -60,7 +60,7 @@ def test_uploads_reach_every_deployment_on_the_bucket(local_stack, model_dirs):
     started = time.monotonic()
     s3.put_object(Bucket="drop-in", Key="new file+1.json", Body=b'{"a": [[1, 2, 3]], "b": [41]}')
     for prefix in ("first/", "second/"):
-        (record,) = _until(lambda: _records(s3, "drop-out", prefix))
+        (record,) = _until(lambda prefix=prefix: _records(s3, "drop-out", prefix))
         assert record == {"filename": "new file+1.json", "shifted": 42, "sum": 6.0}
     print(f"upload to result in both deployments: {time.monotonic() - started:.2f} s")
     for deployment in (first, second):

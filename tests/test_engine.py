@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import savedmodels
-from chalicelib import aws, engine
+from chalicelib import archives, aws, engine
 from chalicelib.settings import get_settings
 
 
@@ -25,7 +25,8 @@ def stored(aws_mock, tmp_path, monkeypatch):
         key = f"models/{version_id}/content.tar.gz"
         aws.client("s3").put_object(Bucket=get_settings().models_bucket, Key=key, Body=archive)
         versions.append(version_id)
-        return engine.StoredArchive(version_id, key, hashlib.sha256(archive if recorded is None else recorded).hexdigest())
+        digest = hashlib.sha256(archive if recorded is None else recorded).hexdigest()
+        return engine.StoredArchive(version_id, key, digest)
 
     yield put
     for version_id in versions:
@@ -55,7 +56,7 @@ def test_a_failed_load_is_raised_then_tried_again(stored, model_dirs):
 
 
 def test_preload_raises_what_the_load_raised(stored):
-    with pytest.raises(Exception):
+    with pytest.raises(archives.ArchiveError):
         engine.preload(stored(b"not an archive"), ["serving_default"])
 
 
@@ -94,7 +95,7 @@ def test_extracted_models_do_not_outlive_their_load(stored, model_dirs, tmp_path
 
 def test_local_copies_leave_no_scraps_and_fit_the_budget(stored, model_dirs, tmp_path, monkeypatch):
     bad = stored(b"not an archive", "bad")
-    with pytest.raises(Exception):
+    with pytest.raises(archives.ArchiveError):
         with engine.extracted(bad):
             pass
     (folder,) = (tmp_path / "cache").iterdir()

@@ -61,9 +61,11 @@ def test_whole_floats_convert_to_integer_tensors():
     (b"{not json", [IMAGE], "invalid_json", "not valid JSON"),
     (b'{"x_input_data": [[NaN, 1, 2, 3]]}', [IMAGE], "invalid_json", "NaN and Infinity are not JSON"),
     (doc([[1, 2, 3, 4]]), [IMAGE], "wrong_format", "expected a JSON object"),
-    (doc({"y": [[1, 2, 3, 4]]}), [IMAGE], "unknown_tensor", "unknown tensor 'y'; the signature's inputs are: x_input_data"),
+    (doc({"y": [[1, 2, 3, 4]]}), [IMAGE], "unknown_tensor",
+     "unknown tensor 'y'; the signature's inputs are: x_input_data"),
     (doc({"a": [[1, 2, 3]]}), [A, B], "missing_tensor", "lacks input tensor 'b'"),
-    (doc({"inputs": [[1, 2, 3, 4, 5]]}), [IMAGE], "wrong_shape", "expects shape [None, 4] (a list of records); found [1, 5]"),
+    (doc({"inputs": [[1, 2, 3, 4, 5]]}), [IMAGE], "wrong_shape",
+     "expects shape [None, 4] (a list of records); found [1, 5]"),
     (doc({"inputs": [1, 2, 3, 4]}), [IMAGE], "wrong_shape", "expects shape [None, 4] (a list of records); found [4]"),
     (doc({"inputs": 3}), [IMAGE], "wrong_shape", "found a single value"),
     (doc({"inputs": [[1, 2], [1, 2, 3, 4]]}), [IMAGE], "wrong_shape", "is ragged"),
@@ -75,7 +77,8 @@ def test_whole_floats_convert_to_integer_tensors():
     (doc({"text": [{"b64": "%%%"}]}), [TEXT], "invalid_input", "not valid base64"),
     (b'{"inputs": [[1e999, 1, 2, 3]]}', [IMAGE], "invalid_json", "number is infinity"),
     (doc({"instances": []}), [IMAGE], "wrong_format", "non-empty list"),
-    (doc({"inputs": [[1, 2, 3, 4]], "signature_name": "other"}), [IMAGE], "wrong_signature", "serves 'serving_default'"),
+    (doc({"inputs": [[1, 2, 3, 4]], "signature_name": "other"}), [IMAGE], "wrong_signature",
+     "serves 'serving_default'"),
     (doc({"inputs": []}), [IMAGE], "wrong_shape", "expects shape"),
 ])
 def test_refusals_name_the_tensor_and_what_was_expected(content, specs, code, words):

@@ -46,7 +46,7 @@ def _read(data: bytes, spec: TensorSpec):
     assert batch.count == len(array) > 0
     if spec.shape is not None:
         assert array.ndim == len(spec.shape)
-        assert all(want in (None, got) for want, got in zip(spec.shape[1:], array.shape[1:]))
+        assert all(want in (None, got) for want, got in zip(spec.shape[1:], array.shape[1:], strict=True))
     if spec.dtype != "string":
         assert array.dtype == np.dtype(spec.dtype)
         if array.dtype.kind == "f":

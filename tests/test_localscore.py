@@ -70,9 +70,8 @@ def test_cli_refuses_an_ambiguous_signature_in_one_line(tmp_path, model_dirs):
 
 
 def test_scores_with_a_published_model_by_its_id(tmp_path, model_dirs, server_aws):
-    from flows import tenant
-
     from chalicelib.errors import NotFound
+    from flows import tenant
 
     user = tenant(server_aws)
     model_id = user.publish(model_dirs["multi_io"])

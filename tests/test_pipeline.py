@@ -39,8 +39,7 @@ def test_a_consumer_that_stops_early_stops_the_producer():
 
     def produce():
         try:
-            for number in range(10_000):
-                yield number
+            yield from range(10_000)
         finally:
             stopped.set()
 

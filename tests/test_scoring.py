@@ -214,8 +214,9 @@ def test_deployment_lists_paths_and_delete(user, model_dirs):
     gone = user.client.http.delete(f"{instance_path}/{first}", headers=user.headers)
     assert gone.status_code == 204
     assert user.client.http.get(f"{instance_path}/{first}", headers=user.headers).status_code == 404
-    with pytest.raises(Exception):  # the keys are gone from Secrets Manager
-        aws.client("secretsmanager").get_secret_value(SecretId=connections.secret_id(first))
+    secrets = aws.client("secretsmanager")
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):  # the keys are gone from Secrets Manager
+        secrets.get_secret_value(SecretId=connections.secret_id(first))
     assert runner.run_deployment(user.instance_id, first).status == "DELETED"
     assert instances.get(user.instance_id)["deployment_count"] == 1
 
@@ -269,7 +270,6 @@ def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is
     import time
 
     import hostile_models
-
     from chalicelib import deployments, engine
 
     settings_env(TFBATCH_MAX_OUTPUT_BYTES=1024 * 1024, TFBATCH_MODEL_CALL_SECONDS=3, TFBATCH_BATCH_SIZE=1,
