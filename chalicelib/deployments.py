@@ -188,6 +188,8 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
     for name, value in (fields or {}).items():
         update += f", #{name} = :{name}"
         values[f":{name}"] = value
+    if status != FAILED:
+        update += " REMOVE failure"  # a run that works again: an earlier run's failure is history
     condition = "attribute_exists(deployment_id)"
     if unless_rescan:
         condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
@@ -240,7 +242,7 @@ def add_pending(instance_id: str, deployment_id: str, count: int, fence: dict) -
 def settle(instance_id: str, deployment_id: str) -> bool:
     """SUCCESS once nothing is pending (after uploads were scored); False while work remains."""
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                             UpdateExpression="SET #status = :success, modified_at = :now",
+                             UpdateExpression="SET #status = :success, modified_at = :now REMOVE failure",
                              ConditionExpression="attribute_exists(deployment_id) AND pending <= :zero",
                              ExpressionAttributeNames={"#status": "status"},
                              ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})

@@ -7,8 +7,9 @@ scoring them, and the protocol per group of files is:
    count) as a few items in the deployment's intents partition (`<deployment>#intents`, so
    lookups and counts of the real keys never see them);
 2. write the output files (their names are fixed in the intent);
-3. commit: batch-write an item per file with its final status, count them on the deployment,
-   and delete the intent.
+3. commit: batch-write an item per file with its final status, then count them on the
+   deployment and delete the intent in one transaction (a count retried after its answer was
+   lost is refused on the intent, never added twice).
 A scorer that dies leaves its intents behind. The next holder of the lease reads them before it
 scores anything: the files whose output file exists are committed as planned (their records are
 there); for each that does not, it claims the name first (an empty result file, written
@@ -34,6 +35,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib import aws
 from chalicelib.leases import LeaseLost
+from chalicelib.log import logger
 from chalicelib.settings import get_settings
 
 SCORED, FAILED = "scored", "failed"
@@ -128,7 +130,7 @@ class Ledger:
             "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
             "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key, "status": e.status,
                          "records": e.records, "error_code": e.error_code, "error": e.error[:1000]} for e in part],
-        })}} for name, part in zip(names, parts)]
+        })}} for name, part in zip(names, parts, strict=True)]
         for chunk in _chunks(puts, _TRANSACTION_ITEMS - 1):
             try:
                 self._client.transact_write_items(TransactItems=[self._fence_check(fence), *chunk])
@@ -141,12 +143,15 @@ class Ledger:
 
     def _fence_check(self, fence: dict) -> dict:
         return {"ConditionCheck": {"TableName": self._deployments, **_client_form(fence),
-                                   "Key": _item({"instance_id": self.instance_id, "deployment_id": self.deployment_id})}}
+                                   "Key": self._deployment_key()}}
+
+    def _deployment_key(self) -> dict:
+        return _item({"instance_id": self.instance_id, "deployment_id": self.deployment_id})
 
     def _lost(self) -> None:
         """Raise why a fenced write was refused: the deployment is gone, or the lease is."""
-        found = self._client.get_item(TableName=self._deployments, ConsistentRead=True, ProjectionExpression="deployment_id",
-                                      Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}))
+        found = self._client.get_item(TableName=self._deployments, Key=self._deployment_key(), ConsistentRead=True,
+                                      ProjectionExpression="deployment_id")
         if "Item" not in found:
             raise DeploymentDeleted(self.deployment_id)
         raise LeaseLost(f"another scorer holds deployment {self.deployment_id} now; this one stops without "
@@ -180,11 +185,13 @@ class Ledger:
         return found
 
     # -- commit ----------------------------------------------------------------------------
-    def commit(self, entries: list[Entry], token: str, fence: dict, *, pending_delta: int = 0) -> None:
-        """Record the outcome of the entries, then count them on the deployment, if the lease is
-        still held (`fence`). The items themselves need no fence: a scorer reaches its commit
-        only after its files were written, and then the next holder commits the very same items
-        (it adopts files it finds); only the counts would be added twice."""
+    def commit(self, entries: list[Entry], token: str, fence: dict, *, intents: list[str],
+               pending_delta: int = 0) -> None:
+        """Record the outcome of the entries, then count them on the deployment and delete their
+        intent items (`intents`), in one transaction, if the lease is still held (`fence`). The
+        items themselves need no fence: a scorer reaches its commit only after its files were
+        written, and then the next holder commits the very same items (it adopts files it
+        finds); only the counts would be added twice."""
         now = _now()
         self._batch_put([_item({
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
@@ -193,7 +200,35 @@ class Ledger:
             **({"error_code": entry.error_code, "error_message": entry.error[:1000]} if entry.status == FAILED else {}),
         }) for entry in entries])
         scored = sum(1 for entry in entries if entry.status == SCORED)
-        self._add_counts(fence, scored=scored, failed=len(entries) - scored, pending=pending_delta - len(entries))
+        self._count_once(intents, fence, scored=scored, failed=len(entries) - scored,
+                         pending=pending_delta - len(entries))
+
+    def _count_once(self, intents: list[str], fence: dict, **counts: int) -> None:
+        """Add the counts and delete the intents they come from, together: an ADD is not
+        idempotent, and a try whose answer was lost (a dropped connection, retried by botocore)
+        would count twice. Each intent item is deleted on condition that it exists, so a retry
+        of a try that landed is refused on an intent alone, and means it is done; refused on
+        the fence, the lease is gone (a holder that took over deletes the intents it recovers)."""
+        update = {"Update": {
+            "TableName": self._deployments, "Key": self._deployment_key(),
+            "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in counts),
+            "ConditionExpression": f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
+            "ExpressionAttributeNames": fence["ExpressionAttributeNames"],
+            "ExpressionAttributeValues": _item({**{f":{name}": value for name, value in counts.items()},
+                                                **fence["ExpressionAttributeValues"]})}}
+        deletes = [{"Delete": {"TableName": self._table, "ConditionExpression": "attribute_exists(input_key)",
+                               "Key": _item({"deployment_id": self._intents, "input_key": name})}}
+                   for name in intents]
+        try:
+            self._client.transact_write_items(TransactItems=[update, *deletes])
+        except self._client.exceptions.TransactionCanceledException as cancelled:
+            reasons = [reason.get("Code") for reason in cancelled.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                self._lost()
+            if "ConditionalCheckFailed" in reasons[1:] and set(reasons[1:]) <= {"ConditionalCheckFailed", "None"}:
+                logger.info("an earlier try of a commit landed; counted once", extra={"intents": intents})
+                return
+            raise
 
     def _batch_put(self, items: list[dict]) -> None:
         self._batch_write([{"PutRequest": {"Item": item}} for item in items])
@@ -206,19 +241,6 @@ class Ledger:
                 batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
                 if batch:
                     time.sleep(0.05)
-
-    def _add_counts(self, fence: dict, **counts: int) -> None:
-        if not aws.conditionally(
-            self._client.update_item,
-            TableName=self._deployments,
-            Key=_item({"instance_id": self.instance_id, "deployment_id": self.deployment_id}),
-            UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counts),
-            ConditionExpression=f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
-            ExpressionAttributeNames=fence["ExpressionAttributeNames"],
-            ExpressionAttributeValues=_item({**{f":{name}": value for name, value in counts.items()},
-                                             **fence["ExpressionAttributeValues"]}),
-        ):
-            self._lost()
 
     # -- reading the whole partition -------------------------------------------------------
     def empty(self) -> bool:

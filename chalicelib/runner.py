@@ -23,13 +23,12 @@ import obstore
 from obstore.exceptions import AlreadyExistsError
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, events, instances, leases, pipeline
+from chalicelib import connections, deployments, engine, events, instances, leases, pipeline, results
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 from chalicelib.log import logger
 from chalicelib.pipeline import Input
-from chalicelib import results
 from chalicelib.results import elements, error_element
 from chalicelib.settings import get_settings
 
@@ -327,8 +326,7 @@ class DeploymentRun:
             if items:
                 self._write(key, items)
         with self.summary.timed("commit"):
-            self.ledger.commit(held, token, self.lease.fence())
-            self.ledger.forget(intent)
+            self.ledger.commit(held, token, self.lease.fence(), intents=intent)
         self.done.update((entry.key, entry.etag) for entry in held)
         self.lease.beat()
         records = sum(entry.records for entry in held if entry.status == SCORED)
@@ -383,16 +381,17 @@ class DeploymentRun:
         for name, entries in intents.items():
             self.lease.beat()
             for output_key in {entry.output_key for entry in entries} - set(exists):
-                try:
-                    obstore.head(self.outputs_store, output_key)
-                    exists[output_key] = True
-                except FileNotFoundError:
-                    exists[output_key] = not results.claim(self.outputs_store, output_key)
+                # A name that holds only a claim (an earlier recovery that died after claiming
+                # it) has no records: its entries are scored again, never adopted.
+                found = results.holds_records(self.outputs_store, output_key)
+                exists[output_key] = not results.claim(self.outputs_store, output_key) if found is None else found
             written = [entry for entry in entries if exists[entry.output_key]]
             if written:
-                self.ledger.commit(written, Ledger.intent_token(name), self.lease.fence(), pending_delta=len(written))
+                self.ledger.commit(written, Ledger.intent_token(name), self.lease.fence(), intents=[name],
+                                   pending_delta=len(written))
                 logger.info("adopted a stopped scorer's results", extra={"intent": name, "count": len(written)})
-            self.ledger.forget([name])
+            else:
+                self.ledger.forget([name])
 
 
 def _reason(error: Exception) -> str:

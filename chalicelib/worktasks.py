@@ -122,7 +122,10 @@ def stuck_model_calls() -> int:
     """Model calls given up at their time limit that still run in this process (none where no
     model was ever loaded: the engine, and TensorFlow, are then not even imported)."""
     engine = sys.modules.get("chalicelib.engine")
-    return engine.calls_still_running() if engine is not None else 0
+    # Another thread may be importing it right now (TensorFlow takes seconds): not yet defined,
+    # it has run no call.
+    calls_still_running = getattr(engine, "calls_still_running", None)
+    return calls_still_running() if calls_still_running is not None else 0
 
 
 def poll_stores() -> int:

@@ -12,7 +12,9 @@ Faults, each a share of the requests while `enabled`:
   it (the case that breaks naive exactly-once: a retried write lands twice, or is refused);
 - a slow response (held before or after forwarding).
 
-Requests to moto's own /moto-api are never touched. The RNG is seeded, but which request draws
+Writes (everything but S3 reads: PUTs, and every DynamoDB, SQS and Secrets Manager call) are
+hit `write_factor` times as often as reads, which are most of the traffic. Requests to moto's
+own /moto-api are never touched. The RNG is seeded, but which request draws
 which number depends on thread timing, so a seed reproduces the mix of faults, not the exact
 sequence.
 """
@@ -23,6 +25,7 @@ import json
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -40,18 +43,19 @@ _DYNAMODB = "com.amazonaws.dynamodb.v20120810#"
 class FaultProxy:
     """`rates` maps each fault to the share of requests it hits (the rest pass untouched)."""
 
-    def __init__(self, upstream: str, seed: int, rates: dict[str, float], *, slow_seconds: float = 0.8):
+    def __init__(self, upstream: str, seed: int, rates: dict[str, float], *, slow_seconds: float = 0.8,
+                 write_factor: float = 2.0):
         self.upstream = urlsplit(upstream)
         self.seed = seed
         self.rates = rates
         self.slow_seconds = slow_seconds
+        self.write_factor = write_factor  # writes are few beside reads, and where exactly-once is at stake
         self.enabled = False
         self.counts: Counter = Counter()  # (fault, service) -> how many
         self.after_effect: list[str] = []  # what was reset after it took effect
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
 
     @property
@@ -66,12 +70,15 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def draw(self) -> tuple[str | None, float]:
-        """The fault for the next request (None: none) and a number for its details."""
+    def draw(self, write: bool) -> tuple[str | None, float]:
+        """The fault for the next request (None: none) and a number for its details. A write
+        (anything but an S3 read) is hit `write_factor` times as often."""
         if not self.enabled:
             return None, 0.0
         with self._lock:
             point, detail = self._rng.random(), self._rng.random()
+        if write:
+            point /= self.write_factor
         for fault, rate in self.rates.items():
             if point < rate:
                 return fault, detail
@@ -88,7 +95,18 @@ class FaultProxy:
         by_fault = Counter()
         for (fault, _), number in self.counts.items():
             by_fault[fault] += number
-        return ", ".join(f"{fault} {number}" for fault, number in sorted(by_fault.items())) or "no faults"
+        landed = Counter(self.after_effect).most_common(6)
+        return (", ".join(f"{fault} {number}" for fault, number in sorted(by_fault.items())) or "no faults") + (
+            f" (reset after effect: {', '.join(f'{what} {number}' for what, number in landed)})" if landed else "")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a killed scorer, a reset of ours) is no error of the proxy's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _service(headers) -> tuple[str, str]:
@@ -198,10 +216,11 @@ def _handler(proxy: FaultProxy):
 
         def _handle(self) -> None:
             body = self._body()
-            fault, detail = (None, 0.0) if self.path.startswith("/moto-api") else proxy.draw()
             service, operation = _service(self.headers)
+            write = service != "s3" or self.command not in ("GET", "HEAD")
+            fault, detail = (None, 0.0) if self.path.startswith("/moto-api") else proxy.draw(write)
             if fault is not None:
-                proxy.count(fault, service, f"{self.command} {operation or self.path}")
+                proxy.count(fault, service, operation or f"S3 {self.command}")
             if fault == RESET_BEFORE:
                 return self._reset()
             if fault in (THROTTLE, ERROR):

@@ -32,3 +32,29 @@ def test_string_outputs_are_text_or_base64():
 def test_error_element_names_the_file():
     assert error_element("bad.json", "invalid_json", "the file is not valid JSON") == {
         "filename": "bad.json", "error": {"code": "invalid_json", "message": "the file is not valid JSON"}}
+
+
+def test_create_only_writes_tell_their_own_landed_try_from_a_claim(tmp_path):
+    """A write retried after its answer was lost finds its own bytes and succeeds; a claimed
+    name refuses a scorer's write; a name claimed before (an earlier recovery that died) is
+    still claimed, and never counts as a file that holds records."""
+    import pytest
+    from obstore.exceptions import AlreadyExistsError
+    from obstore.store import LocalStore
+
+    from chalicelib import results
+
+    store = LocalStore(str(tmp_path))
+    items = [{"filename": "a.json", "y": 1}]
+    assert results.holds_records(store, "p.json") is None
+    results.put(store, "p.json", items)
+    results.put(store, "p.json", items)  # the same bytes: an earlier try that landed
+    assert results.holds_records(store, "p.json") is True
+    assert results.claim(store, "p.json") is False  # the stopped scorer's file is there
+    assert results.claim(store, "q.json") is True
+    assert results.claim(store, "q.json") is True  # claimed before: still claimed
+    assert results.holds_records(store, "q.json") is False
+    with pytest.raises(AlreadyExistsError):
+        results.put(store, "q.json", items)
+    with pytest.raises(AlreadyExistsError):
+        results.put(store, "p.json", [{"filename": "b.json", "y": 2}])
