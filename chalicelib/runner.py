@@ -167,6 +167,7 @@ class DeploymentRun:
         that found the lease taken). During a burst, passes are at least RESCAN_PAUSE apart, so
         each finds a batch of new files."""
         while True:
+            self.lease.check()  # a finish refused by the fence comes back here: stop once the lease is known lost
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False}, fence=self.lease.fence())
