@@ -55,6 +55,7 @@ class FaultProxy:
         self.after_effect: list[str] = []  # what was reset after it took effect
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._stalls: list = []  # (matches, held, release) of `stall`
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
 
@@ -84,6 +85,24 @@ class FaultProxy:
                 return fault, detail
             point -= rate
         return None, detail
+
+    def stall(self, matches) -> tuple[threading.Event, threading.Event]:
+        """Hold the first request for which `matches(method, path)` is true, before forwarding it,
+        as a network that stalls one write would: (held, release). `held` is set once it is
+        caught; it goes on to the store when `release` is set."""
+        held, release = threading.Event(), threading.Event()
+        with self._lock:
+            self._stalls.append((matches, held, release))
+        return held, release
+
+    def _hold_if_stalled(self, method: str, path: str) -> None:
+        with self._lock:
+            caught = next(((held, release) for matches, held, release in self._stalls
+                           if not held.is_set() and matches(method, path)), None)
+            if caught is not None:
+                caught[0].set()
+        if caught is not None:
+            caught[1].wait()
 
     def count(self, fault: str, service: str, what: str = "") -> None:
         with self._lock:
@@ -228,6 +247,7 @@ def _handler(proxy: FaultProxy):
                 return self._answer(status, list(headers.items()), content)
             if fault == SLOW and detail < 0.5:
                 time.sleep(detail * 2 * proxy.slow_seconds)
+            proxy._hold_if_stalled(self.command, self.path)
             try:
                 status, headers, content = self._forward(body)
             except OSError:

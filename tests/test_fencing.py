@@ -93,3 +93,48 @@ def test_a_scorer_frozen_past_its_lease_lands_nothing_when_it_resumes(server_aws
     assert details == {"status": "SUCCESS", "total": FILES, "scored": FILES - len(bad), "failed": len(bad),
                        "pending": 0, "progress": 1.0}
     assert _intents(deployment_id) == 0
+
+
+def test_a_result_write_stalled_past_the_lease_is_refused_when_it_lands(server_aws, model_dirs, settings_env):
+    """The network, not the process, stalls: the scorer's first result write hangs in a proxy.
+    The scorer's work stops beating, so its lease lapses; another scorer takes over, claims the
+    stalled file's name and finishes; released, the stalled write reaches the store and is
+    refused (create-only), and the late scorer stops."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(server_aws, seed=0, rates={}) as proxy:  # no random faults: only the stall
+        settings_env(TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=proxy.url)  # the store users connect to, too
+        user = tenant(proxy.url)
+        s3 = user.s3()
+        s3.create_bucket(Bucket="stall-in")
+        s3.create_bucket(Bucket="stall-out")
+        for number in range(FILES):
+            s3.put_object(Bucket="stall-in", Key=f"f{number:04d}.json",
+                          Body=json.dumps({"a": [[number, 1, 2]], "b": [number]}).encode())
+        model_id = user.publish(model_dirs["multi_io"])
+        deployment_id = body(user.deploy(model_id, "stall-in", "stall-out"))["metadata"]["guid"]
+        env = {**os.environ, "TFBATCH_STAGE": "test", "TFBATCH_AWS_ENDPOINT": proxy.url,
+               "TFBATCH_LEASE_SECONDS": "2", "TFBATCH_MODEL_CALL_SECONDS": "2",  # quiet for 4 s: the lease lapses
+               "TFBATCH_FILES_PER_OUTPUT": "20", "TFBATCH_BATCH_SIZE": "8"}
+        proxy.enabled = True
+        held, release = proxy.stall(lambda method, path: method == "PUT" and path.startswith("/stall-out/predictions-"))
+        late = _job(env, user.instance_id, deployment_id)
+        _wait_for(lambda: held.wait(0.05), late)
+        try:
+            taker = _job(env, user.instance_id, deployment_id)  # waits the lapsed lease out, claims, finishes
+            output = taker.communicate(timeout=300)[0].decode()
+            assert taker.returncode == 0 and "SUCCESS: " in output, output
+        finally:
+            release.set()
+        late_output = late.communicate(timeout=120)[0].decode()
+        # It stops on whichever it meets first: its lease known lost, or its write refused.
+        assert "run stopped" in late_output and ("lost" in late_output or "claimed" in late_output), \
+            late_output[-3000:]
+
+        records = Counter(item["filename"] for items in user.outputs("stall-out").values() for item in items)
+        assert {name: count for name, count in records.items() if count != 1} == {}
+        assert set(records) == {f"f{number:04d}.json" for number in range(FILES)}
+        details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+        assert details == {"status": "SUCCESS", "total": FILES, "scored": FILES, "failed": 0, "pending": 0,
+                           "progress": 1.0}
+        assert _intents(deployment_id) == 0
