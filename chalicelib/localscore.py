@@ -16,7 +16,7 @@ from pathlib import Path
 import obstore
 from obstore.store import LocalStore, from_url
 
-from chalicelib import deployments, engine, pipeline, results, savedmodel
+from chalicelib import deployments, engine, outputs, pipeline, savedmodel
 from chalicelib.formats import InputError, TensorSpec
 from chalicelib.results import elements, error_element
 from chalicelib.settings import get_settings
@@ -113,19 +113,19 @@ def score(model: str, input_: str, output: str, *, signature_name: str | None = 
             yield ready
 
     for group in pipeline.prefetched(prepared(), PREFETCH_GROUPS):
-        outputs, refused = pipeline.predict(loaded, group.batches, settings.batch_size,
+        predicted, refused = pipeline.predict(loaded, group.batches, settings.batch_size,
                                             max_output_bytes=settings.max_output_bytes)
         predictions = []
         for index, item in enumerate(group.good):
             if index in refused:
                 group.errors.append(error_element(item.filename, refused[index].code, str(refused[index])))
             else:
-                predictions += elements(item.filename, outputs[index])
+                predictions += elements(item.filename, predicted[index])
                 progress.records += group.batches[index].count
         if predictions:
-            results.put(target, f"predictions-{stamp}-{group.number:06d}.json", predictions)
+            outputs.put(target, f"predictions-{stamp}-{group.number:06d}.json", predictions)
         if group.errors:
-            results.put(target, f"errors-{stamp}-{group.number:06d}.json", group.errors)
+            outputs.put(target, f"errors-{stamp}-{group.number:06d}.json", group.errors)
         progress.files += len(group.good) - len(refused) + len(group.errors)
         progress.failed += len(group.errors)
         if on_progress:

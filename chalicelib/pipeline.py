@@ -23,7 +23,7 @@ from obstore.store import LocalStore
 from chalicelib.engine import Model, ModelCallTimeout
 from chalicelib.formats import Batch, InputError, TensorSpec, parse
 from chalicelib.log import logger
-from chalicelib.results import RESULT_MARK
+from chalicelib.outputs import RESULT_MARK
 
 T = TypeVar("T")
 _END = object()

@@ -23,7 +23,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, events, instances, leases, pipeline, results
+from chalicelib import connections, deployments, engine, events, instances, leases, outputs, pipeline
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
@@ -303,7 +303,7 @@ class DeploymentRun:
         deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live), self.lease.fence())
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
-        outputs, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
+        predicted, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
         self.lease.beat()
         refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
                                             error_code=error.code, error=str(error))
@@ -312,7 +312,7 @@ class DeploymentRun:
         predictions = []
         for index, entry in enumerate(good):
             if index not in model_errors:
-                predictions += elements(by_key[entry.key].filename, outputs[index])
+                predictions += elements(by_key[entry.key].filename, predicted[index])
         errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
                   for entry in planned if entry.status == FAILED]
         later(lambda: self._finish_group(planned, {prepared.predictions_key: predictions,
@@ -355,17 +355,17 @@ class DeploymentRun:
             return [], {}, 0.0
         model = self._loaded_model()
         started = time.perf_counter()
-        outputs, errors = pipeline.predict(model, batches, self.settings.batch_size,
+        predicted, errors = pipeline.predict(model, batches, self.settings.batch_size,
                                            max_output_bytes=self.settings.max_output_bytes)
         seconds = time.perf_counter() - started
         self.summary.seconds["predict"] += seconds
-        return outputs, errors, seconds
+        return predicted, errors, seconds
 
     def _write(self, key: str, items: list[dict]) -> None:
         try:
             self.lease.check()  # a scorer that knows it lost its lease writes nothing more
             with self.summary.timed("write"):
-                results.put(self.outputs_store, key, items)
+                outputs.put(self.outputs_store, key, items)
         except AlreadyExistsError:
             raise leases.LeaseLost(f"output '{key}' was claimed by the scorer that took deployment "
                                    f"{self.deployment_id} over; this one stops without writing more") from None
@@ -384,8 +384,8 @@ class DeploymentRun:
             for output_key in {entry.output_key for entry in entries} - set(exists):
                 # A name that holds only a claim (an earlier recovery that died after claiming
                 # it) has no records: its entries are scored again, never adopted.
-                found = results.holds_records(self.outputs_store, output_key)
-                exists[output_key] = not results.claim(self.outputs_store, output_key) if found is None else found
+                found = outputs.holds_records(self.outputs_store, output_key)
+                exists[output_key] = not outputs.claim(self.outputs_store, output_key) if found is None else found
             written = [entry for entry in entries if exists[entry.output_key]]
             if written:
                 self.ledger.commit(written, Ledger.intent_token(name), self.lease.fence(), intents=[name],

@@ -42,19 +42,19 @@ def test_create_only_writes_tell_their_own_landed_try_from_a_claim(tmp_path):
     from obstore.exceptions import AlreadyExistsError
     from obstore.store import LocalStore
 
-    from chalicelib import results
+    from chalicelib import outputs
 
     store = LocalStore(str(tmp_path))
     items = [{"filename": "a.json", "y": 1}]
-    assert results.holds_records(store, "p.json") is None
-    results.put(store, "p.json", items)
-    results.put(store, "p.json", items)  # the same bytes: an earlier try that landed
-    assert results.holds_records(store, "p.json") is True
-    assert results.claim(store, "p.json") is False  # the stopped scorer's file is there
-    assert results.claim(store, "q.json") is True
-    assert results.claim(store, "q.json") is True  # claimed before: still claimed
-    assert results.holds_records(store, "q.json") is False
+    assert outputs.holds_records(store, "p.json") is None
+    outputs.put(store, "p.json", items)
+    outputs.put(store, "p.json", items)  # the same bytes: an earlier try that landed
+    assert outputs.holds_records(store, "p.json") is True
+    assert outputs.claim(store, "p.json") is False  # the stopped scorer's file is there
+    assert outputs.claim(store, "q.json") is True
+    assert outputs.claim(store, "q.json") is True  # claimed before: still claimed
+    assert outputs.holds_records(store, "q.json") is False
     with pytest.raises(AlreadyExistsError):
-        results.put(store, "q.json", items)
+        outputs.put(store, "q.json", items)
     with pytest.raises(AlreadyExistsError):
-        results.put(store, "p.json", [{"filename": "b.json", "y": 2}])
+        outputs.put(store, "p.json", [{"filename": "b.json", "y": 2}])
