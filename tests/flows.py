@@ -3,6 +3,7 @@ then drive the scoring side directly."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,19 @@ class Tenant:
             for item in page.get("Contents", []):
                 found[item["Key"]] = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
         return found
+
+
+def records_by_file(outputs: dict[str, list[dict]]) -> tuple[Counter, set[str]]:
+    """How many result records each input file has across the output files, and which files
+    have an error element (an empty `[]` file is a name claimed by fencing: it adds nothing)."""
+    records: Counter = Counter()
+    errors: set[str] = set()
+    for items in outputs.values():
+        for item in items:
+            records[item["filename"]] += 1
+            if "error" in item:
+                errors.add(item["filename"])
+    return records, errors
 
 
 def tenant(store_url: str):

@@ -226,8 +226,7 @@ def reads_uninitialised_memory(directory: Path) -> Path:
 def _tf1_table_model(directory: Path, build_filename, *, main_op: bool) -> Path:
     """A TF1 graph with a text-file table whose filename `build_filename(asset)` gives."""
     v1 = tf.compat.v1
-    source = directory.with_name(directory.name + "-vocabulary.txt")
-    source.write_text("\n".join(VOCABULARY) + "\n")
+    source = _vocabulary_file(directory)
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as session:
         asset = tf.constant(str(source), name="asset_path")
@@ -322,6 +321,13 @@ def tf1_restore_from_elsewhere(directory: Path) -> Path:
 VOCABULARY = ["cat", "dog", "fish"]
 
 
+def _vocabulary_file(directory: Path) -> Path:
+    """The vocabulary, one word a line, beside the model's folder (the export copies it in)."""
+    source = directory.with_name(directory.name + "-vocabulary.txt")
+    source.write_text("\n".join(VOCABULARY) + "\n")
+    return source
+
+
 class _Vocabulary(tf.Module):
     def __init__(self, path: str):
         super().__init__()
@@ -336,15 +342,13 @@ class _Vocabulary(tf.Module):
 
 def vocabulary_table(directory: Path) -> Path:
     """TF2: a StaticHashTable from a TextFileInitializer; the file becomes an asset."""
-    source = directory.with_name(directory.name + "-vocabulary.txt")
-    source.write_text("\n".join(VOCABULARY) + "\n")
+    source = _vocabulary_file(directory)
     return _save(_Vocabulary(str(source)), directory)
 
 
 def keras_string_lookup(directory: Path) -> Path:
     """Keras 3: a StringLookup layer with a vocabulary file, exported for serving."""
-    source = directory.with_name(directory.name + "-vocabulary.txt")
-    source.write_text("\n".join(VOCABULARY) + "\n")
+    source = _vocabulary_file(directory)
     inputs = tf.keras.Input([1], dtype="string", name="word")
     outputs = tf.keras.layers.StringLookup(vocabulary=str(source), name="ids")(inputs)
     tf.keras.Model(inputs, outputs).export(str(directory), verbose=False)
@@ -354,8 +358,7 @@ def keras_string_lookup(directory: Path) -> Path:
 def tf1_vocabulary_table(directory: Path) -> Path:
     """TF1: index_table_from_file on an asset, initialised by the builder's main op."""
     v1 = tf.compat.v1
-    source = directory.with_name(directory.name + "-vocabulary.txt")
-    source.write_text("\n".join(VOCABULARY) + "\n")
+    source = _vocabulary_file(directory)
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as session:
         asset = tf.constant(str(source), name="vocabulary_path")

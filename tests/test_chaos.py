@@ -47,7 +47,7 @@ import faultproxy
 from apiclient import body
 from chalicelib import aws, deployments, leases, worktasks
 from chalicelib.settings import get_settings
-from flows import tenant
+from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CHAOS_FILES", 1000))
 UPLOADS = int(os.environ.get("TFBATCH_CHAOS_UPLOADS", 200))
@@ -267,12 +267,7 @@ def test_chaos_soak_loses_nothing_duplicates_nothing_and_settles(server_aws, mod
 
         expected = {"a": {**backlog, **uploads.inputs["chaos-a"]}, "b": uploads.inputs["chaos-b"]}
         for name, inputs in expected.items():
-            records, errors = Counter(), set()
-            for items in user.outputs(f"chaos-{name}-out").values():  # `[]`: a name claimed by fencing
-                for item in items:
-                    records[item["filename"]] += 1
-                    if "error" in item:
-                        errors.add(item["filename"])
+            records, errors = records_by_file(user.outputs(f"chaos-{name}-out"))
             duplicated = {key: count for key, count in records.items() if count != 1}
             assert not duplicated, f"seed {seed}: {name}: more than one record: {sorted(duplicated.items())[:10]}"
             assert set(records) == set(inputs), \

@@ -17,7 +17,7 @@ from pathlib import Path
 from apiclient import body
 from chalicelib import aws
 from chalicelib.settings import get_settings
-from flows import tenant
+from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CRASH_FILES", 2500))
 BAD_EVERY = 23  # every 23rd file is not JSON
@@ -84,13 +84,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(server_aw
     output = final.communicate(timeout=600)[0].decode()
     assert final.returncode == 0, output
 
-    records = Counter()
-    errors = set()
-    for items in user.outputs("crash-out").values():
-        for item in items:
-            records[item["filename"]] += 1
-            if "error" in item:
-                errors.add(item["filename"])
+    records, errors = records_by_file(user.outputs("crash-out"))
     duplicated = {name: count for name, count in records.items() if count != 1}
     assert not duplicated, f"seed {seed}: files with more than one result: {sorted(duplicated)[:10]}"
     assert set(records) == set(inputs), f"seed {seed}: missing results for {sorted(set(inputs) - set(records))[:10]}"

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from apiclient import body
 from chalicelib import aws
 from chalicelib.settings import get_settings
-from flows import tenant
+from flows import records_by_file, tenant
 
 FILES, BAD_EVERY = 240, 17
 TFBATCH = str(Path(sys.executable).parent / "tfbatch")
@@ -79,13 +78,7 @@ def test_a_scorer_frozen_past_its_lease_lands_nothing_when_it_resumes(server_aws
     assert "run stopped" in late_output and ("lost" in late_output or "stops without writing more" in late_output), \
         late_output[-3000:]
 
-    records = Counter()
-    errors = set()
-    for items in user.outputs("fence-out").values():  # an empty file is a name claimed from the frozen scorer
-        for item in items:
-            records[item["filename"]] += 1
-            if "error" in item:
-                errors.add(item["filename"])
+    records, errors = records_by_file(user.outputs("fence-out"))
     assert {name: count for name, count in records.items() if count != 1} == {}
     assert set(records) == {f"f{number:04d}.json" for number in range(FILES)}
     assert errors == bad
@@ -131,7 +124,7 @@ def test_a_result_write_stalled_past_the_lease_is_refused_when_it_lands(server_a
         assert "run stopped" in late_output and ("lost" in late_output or "claimed" in late_output), \
             late_output[-3000:]
 
-        records = Counter(item["filename"] for items in user.outputs("stall-out").values() for item in items)
+        records, _ = records_by_file(user.outputs("stall-out"))
         assert {name: count for name, count in records.items() if count != 1} == {}
         assert set(records) == {f"f{number:04d}.json" for number in range(FILES)}
         details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
