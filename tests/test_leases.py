@@ -11,7 +11,9 @@ from chalicelib.settings import get_settings
 
 @pytest.fixture
 def deployment(aws_mock, settings_env):
-    settings_env(TFBATCH_LEASE_SECONDS=1)
+    # Leases that outlast any pause of a loaded machine: a test that needs one to lapse shortens it
+    # itself, so no other test depends on the scheduler renewing in time.
+    settings_env(TFBATCH_LEASE_SECONDS=60)
     key = {"instance_id": "i-1", "deployment_id": "d-1"}
     aws.table(get_settings().deployments_table).put_item(Item=key)
     return key
@@ -51,7 +53,8 @@ def test_shards_hold_leases_side_by_side_but_never_with_the_whole(deployment):
     whole.abandon()
 
 
-def test_a_dead_holders_lease_is_waited_out_by_a_job(deployment):
+def test_a_dead_holders_lease_is_waited_out_by_a_job(deployment, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=1)
     dead = _lease()
     assert dead.acquire()
     dead._stop_renewing()  # the process died: nobody renews
@@ -62,7 +65,8 @@ def test_a_dead_holders_lease_is_waited_out_by_a_job(deployment):
     job.abandon()
 
 
-def test_a_holder_that_cannot_renew_is_stopped(deployment):
+def test_a_holder_that_cannot_renew_is_stopped(deployment, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=1)
     holder = _lease()
     assert holder.acquire()
     aws.table(get_settings().deployments_table).delete_item(Key=deployment)  # the deployment is deleted
@@ -73,7 +77,8 @@ def test_a_holder_that_cannot_renew_is_stopped(deployment):
         holder.check()
 
 
-def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment):
+def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=1)
     from chalicelib import worktasks
 
     aws.table(get_settings().deployments_table).update_item(
@@ -122,7 +127,8 @@ def test_a_stale_item_given_to_acquire_only_costs_a_retry(deployment):
     late.release(unless_rescan=False)
 
 
-def test_a_holder_whose_renewals_fail_is_told_before_its_lease_ends(deployment, monkeypatch):
+def test_a_holder_whose_renewals_fail_is_told_before_its_lease_ends(deployment, monkeypatch, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=3)  # renewals every second; told with a second to spare
     holder = _lease()
     assert holder.acquire()
 
