@@ -225,20 +225,6 @@ def owe_pass(instance_id: str, deployment_id: str) -> bool:
     return not (old.get("rescan") is True or leases.live_leases(old))
 
 
-def add_pending(instance_id: str, deployment_id: str, count: int, fence: dict) -> None:
-    """Count files a scorer has started on, while it holds its lease (`fence`, leases.Lease.fence):
-    a scorer that resumes after another took over and settled must not leave them pending."""
-    if not aws.conditionally(
-        _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
-        UpdateExpression="ADD pending :count SET modified_at = :now",
-        ConditionExpression=f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
-        ExpressionAttributeNames=fence["ExpressionAttributeNames"],
-        ExpressionAttributeValues={":count": count, ":now": now_iso(), **fence["ExpressionAttributeValues"]},
-    ):
-        raise leases.LeaseLost(f"another scorer holds deployment {deployment_id} now (or it was deleted); "
-                               "this one stops without writing more")
-
-
 def settle(instance_id: str, deployment_id: str) -> bool:
     """SUCCESS once nothing is pending (after uploads were scored); False while work remains."""
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},

@@ -93,16 +93,6 @@ def get(instance_id: str) -> dict:
     return item
 
 
-def add_usage(instance_id: str, *, predictions: int, seconds: float) -> None:
-    """Count a scored group's records and model seconds, in one write per group."""
-    aws.table(get_settings().instances_table).update_item(
-        Key={"instance_id": instance_id},
-        UpdateExpression="ADD prediction_count :predictions, computation_time :seconds SET modified_at = :now",
-        ExpressionAttributeValues={":predictions": predictions, ":seconds": Decimal(str(round(seconds, 3))),
-                                   ":now": now_iso()},
-    )
-
-
 def add(instance_id: str, counter: str, amount: int | float, *, limit: int | None = None) -> None:
     """Atomically add to a counter; with a limit, refuse the increment that would pass it."""
     condition = "attribute_exists(instance_id)"

@@ -19,6 +19,7 @@ from obstore.exceptions import AlreadyExistsError, GenericError
 from obstore.store import LocalStore
 
 from chalicelib import results
+from chalicelib.leases import LeaseLost
 from chalicelib.log import logger
 
 RESULT_MARK = "tfbatch-result"
@@ -87,3 +88,23 @@ def holds_records(store, key: str) -> bool | None:
         return obstore.head(store, key)["size"] != len(CLAIM)
     except FileNotFoundError:
         return None
+
+
+class ResultFiles:
+    """One deployment's output store, as chalicelib.exactly_once writes to it."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def write(self, key: str, elements: list[dict[str, Any]]) -> None:
+        try:
+            put(self.store, key, elements)
+        except AlreadyExistsError:
+            raise LeaseLost(f"output '{key}' was claimed by the scorer that took over; this one stops "
+                            "without writing more") from None
+
+    def holds_records(self, key: str) -> bool | None:
+        return holds_records(self.store, key)
+
+    def claim(self, key: str) -> bool:
+        return claim(self.store, key)

@@ -20,10 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import obstore
-from obstore.exceptions import AlreadyExistsError
 from obstore.exceptions import BaseError as StoreError
 
-from chalicelib import connections, deployments, engine, events, instances, leases, outputs, pipeline
+from chalicelib import connections, deployments, engine, events, exactly_once, leases, outputs, pipeline
 from chalicelib.errors import NotFound
 from chalicelib.formats import Batch, InputError, TensorSpec
 from chalicelib.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
@@ -83,6 +82,7 @@ class DeploymentRun:
         self.source, self.target = self.item["input"], self.item["output"]
         self.inputs_store = connections.object_store(self.source, keys["input"], side="input")
         self.outputs_store = connections.object_store(self.target, keys["output"], side="output")
+        self.files = outputs.ResultFiles(self.outputs_store)
         signature = self.item["signature"]
         self.signature_name = signature["name"]
         self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
@@ -101,7 +101,7 @@ class DeploymentRun:
         `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
         scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
         self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
-        return self._work(self._backlog, scope, fields={"pending": 0, "path": deployments.BACKLOG})
+        return self._work(self._backlog, scope, fields={"path": deployments.BACKLOG})
 
     def score(self, uploads: list[Input]) -> Summary:
         """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
@@ -139,7 +139,8 @@ class DeploymentRun:
             self.summary.status = HANDED_OVER
             return False
         try:
-            self._recover(scope)
+            with self._store_errors():
+                exactly_once.recover(self.ledger, self.lease, self.files)
         except BaseException:
             self.lease.abandon()
             raise
@@ -300,7 +301,6 @@ class DeploymentRun:
         self.lease.beat()
         if not prepared.live:
             return  # every file of the group vanished since the listing
-        deployments.add_pending(self.instance_id, self.deployment_id, len(prepared.live), self.lease.fence())
         by_key = {item.key: item for item in prepared.todo}
         good = [entry for entry in prepared.live if entry.status == SCORED]
         predicted, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
@@ -319,24 +319,16 @@ class DeploymentRun:
                                                    prepared.errors_key: errors}, seconds))
 
     def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
-        """Record the intent, write the group's result files, commit its entries, count them."""
-        token = uuid.uuid4().hex
-        with self.summary.timed("intent"):
-            intent = self.ledger.intend(self.lease.scope, token, held, self.lease.fence())
-        for key, items in documents.items():
-            if items:
-                self._write(key, items)
-        with self.summary.timed("commit"):
-            self.ledger.commit(held, token, self.lease.fence(), intents=intent)
+        """Intent, files, commit (exactly_once.finish); then this run's tally and the event."""
+        with self._store_errors():
+            exactly_once.finish(self.ledger, self.lease, self.files, held, documents, model_seconds=model_seconds,
+                                timed=self.summary.timed)
         self.done.update((entry.key, entry.etag) for entry in held)
         self.lease.beat()
-        records = sum(entry.records for entry in held if entry.status == SCORED)
         scored = sum(1 for entry in held if entry.status == SCORED)
         self.summary.scored += scored
         self.summary.failed += len(held) - scored
-        self.summary.records += records
-        if records or model_seconds:
-            instances.add_usage(self.instance_id, predictions=records, seconds=model_seconds)
+        self.summary.records += sum(entry.records for entry in held if entry.status == SCORED)
         events.publish(events.RESULTS_WRITTEN, {
             **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
             "output_keys": sorted({entry.output_key for entry in held}),
@@ -361,38 +353,13 @@ class DeploymentRun:
         self.summary.seconds["predict"] += seconds
         return predicted, errors, seconds
 
-    def _write(self, key: str, items: list[dict]) -> None:
+    @contextmanager
+    def _store_errors(self):
+        """The output store refusing or failing (not a name taken: that is LeaseLost) is fatal."""
         try:
-            self.lease.check()  # a scorer that knows it lost its lease writes nothing more
-            with self.summary.timed("write"):
-                outputs.put(self.outputs_store, key, items)
-        except AlreadyExistsError:
-            raise leases.LeaseLost(f"output '{key}' was claimed by the scorer that took deployment "
-                                   f"{self.deployment_id} over; this one stops without writing more") from None
+            yield
         except (StoreError, OSError) as error:
             raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
-
-    def _recover(self, scope: str) -> None:
-        """Finish what scorers that stopped left of this scope (all of them, for the whole
-        deployment). Entries whose output file exists are committed as planned, since their
-        records are there; for a file that is not there, its name is claimed first, so a scorer
-        that only paused can never write it later, and its entries will simply be scored again."""
-        intents = self.ledger.intents(None if scope == leases.ALL else scope)
-        exists: dict[str, bool] = {}
-        for name, entries in intents.items():
-            self.lease.beat()
-            for output_key in {entry.output_key for entry in entries} - set(exists):
-                # A name that holds only a claim (an earlier recovery that died after claiming
-                # it) has no records: its entries are scored again, never adopted.
-                found = outputs.holds_records(self.outputs_store, output_key)
-                exists[output_key] = not outputs.claim(self.outputs_store, output_key) if found is None else found
-            written = [entry for entry in entries if exists[entry.output_key]]
-            if written:
-                self.ledger.commit(written, Ledger.intent_token(name), self.lease.fence(), intents=[name],
-                                   pending_delta=len(written))
-                logger.info("adopted a stopped scorer's results", extra={"intent": name, "count": len(written)})
-            else:
-                self.ledger.forget([name])
 
 
 def _reason(error: Exception) -> str:

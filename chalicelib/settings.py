@@ -68,7 +68,15 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _bounded(name: str, default: int, lowest: int, highest: int) -> int:
+    value = _int(name, default)
+    if not lowest <= value <= highest:
+        raise ValueError(f"{name} must be between {lowest} and {highest}, not {value}")
+    return value
+
+
 MIB = 1024 * 1024
+MAX_FILES_PER_OUTPUT = 9800  # a group's intent must fit in one ledger transaction (ledger.py)
 EPHEMERAL_STORAGE_MB = 4096  # what the stack (deploy/package.py) gives the image functions unless told otherwise
 TMP_RESERVE_BYTES = 64 * MIB  # /tmp that TensorFlow, Python and the runtime use besides the model copies
 
@@ -119,7 +127,7 @@ def get_settings() -> Settings:
         batch_size=_int("TFBATCH_BATCH_SIZE", 256),
         model_call_seconds=float(env("TFBATCH_MODEL_CALL_SECONDS", 120)),
         max_output_bytes=_int("TFBATCH_MAX_OUTPUT_BYTES", 64 * MIB),
-        files_per_output=_int("TFBATCH_FILES_PER_OUTPUT", 256),
+        files_per_output=_bounded("TFBATCH_FILES_PER_OUTPUT", 256, 1, MAX_FILES_PER_OUTPUT),
         fetch_concurrency=_int("TFBATCH_FETCH_CONCURRENCY", 32),
         max_input_bytes=_int("TFBATCH_MAX_INPUT_BYTES", 16 * 1024 * 1024),
         lease_seconds=_int("TFBATCH_LEASE_SECONDS", 120),

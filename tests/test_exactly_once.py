@@ -1,0 +1,163 @@
+"""The exactly-once protocol (chalicelib.exactly_once) step by step: a scorer stopped after each
+of its effects, another holder recovering, a try retried after its answer was lost, a paused
+scorer resuming late. The ledger and leases run on moto in-process; result files go to a real
+obstore LocalStore, wrapped so that it fails at a chosen write."""
+from __future__ import annotations
+
+import pytest
+from obstore.store import LocalStore
+
+from chalicelib import aws, exactly_once, leases, outputs
+from chalicelib.ledger import FAILED, SCORED, Entry, Ledger
+from chalicelib.settings import get_settings
+
+PREDICTIONS, ERRORS = "out/predictions-1.json", "out/errors-1.json"
+
+
+class Stopped(Exception):
+    """The scorer died here (injected)."""
+
+
+class FailingFiles(outputs.ResultFiles):
+    """Result files that stop the scorer before its `fail_at`-th write lands (1 = the first)."""
+
+    def __init__(self, store, fail_at: int | None = None):
+        super().__init__(store)
+        self.writes, self.fail_at = 0, fail_at
+
+    def write(self, key: str, elements: list[dict]) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise Stopped(key)
+        super().write(key, elements)
+
+
+@pytest.fixture
+def deployment(aws_mock, settings_env):
+    settings_env(TFBATCH_LEASE_SECONDS=60)
+    settings = get_settings()
+    aws.table(settings.instances_table).put_item(Item={"instance_id": "i-1", "prediction_count": 0,
+                                                       "computation_time": 0})
+    aws.table(settings.deployments_table).put_item(Item={"instance_id": "i-1", "deployment_id": "d-1",
+                                                         "scored": 0, "failed": 0, "pending": 0})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalStore(prefix=tmp_path)
+
+
+def _group() -> tuple[list[Entry], dict[str, list[dict]]]:
+    entries = [Entry("in/a.json", "e-a", PREDICTIONS, SCORED, 2), Entry("in/b.json", "e-b", PREDICTIONS, SCORED, 1),
+               Entry("in/c.json", "e-c", ERRORS, FAILED, 0, "bad_json", "not JSON")]
+    documents = {PREDICTIONS: [{"file": "a.json", "i": 0}, {"file": "a.json", "i": 1}, {"file": "b.json", "i": 0}],
+                 ERRORS: [{"file": "c.json", "error": "not JSON"}]}
+    return entries, documents
+
+
+def _counts() -> dict:
+    item = aws.table(get_settings().deployments_table).get_item(
+        Key={"instance_id": "i-1", "deployment_id": "d-1"}, ConsistentRead=True)["Item"]
+    return {name: int(item[name]) for name in ("scored", "failed", "pending")}
+
+
+def _usage() -> tuple[int, float]:
+    item = aws.table(get_settings().instances_table).get_item(Key={"instance_id": "i-1"}, ConsistentRead=True)["Item"]
+    return int(item["prediction_count"]), float(item["computation_time"])
+
+
+def _holder() -> leases.Lease:
+    lease = leases.Lease("i-1", "d-1", leases.ALL)
+    assert lease.acquire()
+    return lease
+
+
+def _ledger() -> Ledger:
+    return Ledger("i-1", "d-1", "v-1")
+
+
+def test_a_group_finished_in_order_counts_once_and_leaves_no_intent(deployment, store):
+    entries, documents = _group()
+    lease = _holder()
+    exactly_once.finish(_ledger(), lease, outputs.ResultFiles(store), entries, documents, model_seconds=1.5)
+    assert _counts() == {"scored": 2, "failed": 1, "pending": 0}
+    assert _usage() == (3, 1.5)
+    assert set(_ledger().lookup(["in/a.json", "in/b.json", "in/c.json"])) == {"in/a.json", "in/b.json", "in/c.json"}
+    assert _ledger().intents(None) == []
+    lease.release(unless_rescan=False)
+
+
+@pytest.mark.parametrize("stopped_at", [1, 2, None])  # before the first file, before the second, before the commit
+def test_a_scorer_stopped_at_any_step_is_finished_by_the_next_holder(deployment, store, stopped_at):
+    entries, documents = _group()
+    first = _holder()
+    files = FailingFiles(store, stopped_at)
+    if stopped_at is None:  # both files land, then the scorer dies before its commit
+        ledger = _ledger()
+        intent = ledger.intend(first.scope, "t-1", entries, first.fence(), model_seconds=2.0)
+        for key, elements in documents.items():
+            files.write(key, elements)
+    else:
+        with pytest.raises(Stopped):
+            exactly_once.finish(_ledger(), first, files, entries, documents, model_seconds=2.0)
+    assert _counts()["pending"] == 3  # counted with the intent
+    first._stop_renewing()  # it died: nobody renews, and the next holder takes over
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": "i-1", "deployment_id": "d-1"}, UpdateExpression="SET lease_all.expires = :past",
+        ExpressionAttributeValues={":past": 0})
+
+    second = _holder()
+    recovered = exactly_once.recover(_ledger(), second, outputs.ResultFiles(store))
+    assert len(recovered) == 1
+    written = {PREDICTIONS, ERRORS} if stopped_at is None else {PREDICTIONS} if stopped_at == 2 else set()
+    adopted = [entry for entry in entries if entry.output_key in written]
+    assert set(_ledger().lookup(entry.key for entry in entries)) == {entry.key for entry in adopted}
+    assert _counts() == {"scored": sum(e.status == SCORED for e in adopted),
+                         "failed": sum(e.status == FAILED for e in adopted), "pending": 0}
+    assert _usage() == ((3, 2.0) if adopted and PREDICTIONS in written else (0, 0.0))
+    assert _ledger().intents(None) == []
+    for key in {PREDICTIONS, ERRORS} - written:  # claimed: the stopped scorer can never write them
+        assert outputs.holds_records(store, key) is False
+        with pytest.raises(leases.LeaseLost):
+            outputs.ResultFiles(store).write(key, documents[key])
+    if stopped_at is None:
+        with pytest.raises(leases.LeaseLost):  # and its late commit is fenced off
+            ledger.commit(intent, first.fence())
+    assert _counts()["scored"] == sum(e.status == SCORED for e in adopted)
+    second.release(unless_rescan=False)
+
+
+def test_tries_retried_after_their_answers_were_lost_count_once(deployment, store):
+    entries, documents = _group()
+    lease, ledger = _holder(), _ledger()
+    intent = ledger.intend(lease.scope, "t-1", entries, lease.fence(), model_seconds=1.0)
+    assert ledger.intend(lease.scope, "t-1", entries, lease.fence(), model_seconds=1.0) == intent
+    assert _counts()["pending"] == 3
+    files = outputs.ResultFiles(store)
+    for key, elements in documents.items():
+        files.write(key, elements)
+        files.write(key, elements)  # the same bytes again: the earlier try landed
+    ledger.commit(intent, lease.fence())
+    ledger.commit(intent, lease.fence())
+    assert _counts() == {"scored": 2, "failed": 1, "pending": 0}
+    assert _usage() == (3, 1.0)
+    lease.release(unless_rescan=False)
+
+
+def test_a_scorer_that_lost_its_lease_cannot_record_an_intent(deployment, store):
+    late = _holder()
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": "i-1", "deployment_id": "d-1"}, UpdateExpression="SET lease_all.holder = :other",
+        ExpressionAttributeValues={":other": "someone-else"})
+    entries, documents = _group()
+    with pytest.raises(leases.LeaseLost):
+        exactly_once.finish(_ledger(), late, outputs.ResultFiles(store), entries, documents)
+    assert _counts() == {"scored": 0, "failed": 0, "pending": 0}
+    assert not list(store.list().collect())
+    late._stop_renewing()
+
+
+def test_a_group_larger_than_one_transaction_is_refused_at_start(settings_env):
+    with pytest.raises(ValueError, match="TFBATCH_FILES_PER_OUTPUT must be between 1 and 9800"):
+        settings_env(TFBATCH_FILES_PER_OUTPUT=10_000)
+        get_settings()
