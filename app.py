@@ -1,9 +1,11 @@
 """tfbatch's Chalice app: routes and event handlers, wired to chalicelib. No logic lives here."""
 from chalice import Chalice, Rate
 
-from chalicelib import deployments, identity, instances, models, views, worktasks
-from chalicelib.http import V3Api
-from chalicelib.settings import get_settings
+from chalicelib.api import deployments, identity, models, views
+from chalicelib.api.http import V3Api
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import worktasks
+from chalicelib.state import instances
 
 app = Chalice(app_name="tfbatch")
 api = V3Api(app)

@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
-from chalicelib import aws, localstack  # noqa: E402
+from chalicelib.core import aws
+from chalicelib.local import localstack  # noqa: E402
 
 
 def main(instance_id: str, *uploads: str) -> None:
     os.environ.update(localstack.local_environment())
-    from chalicelib import runner
+    from chalicelib.scoring import runner
 
     tf.constant(1.0)  # TensorFlow initialised, as in the plain baseline
     runner.open_run(instance_id, uploads[0].split(":")[0])  # the clients a container makes once

@@ -126,7 +126,9 @@ class Service:
         from chalice.test import Client
 
         import app as service
-        from chalicelib import inspection, instances, resources
+        from chalicelib.core import resources
+        from chalicelib.scoring import inspection
+        from chalicelib.state import instances
 
         resources.bootstrap()
         created = instances.create("bench")
@@ -184,7 +186,7 @@ class Service:
         return json.loads(response.body)["metadata"]["guid"]
 
     def job(self, deployment_id: str) -> dict:
-        return measured([sys.executable, "-m", "chalicelib.cli", "job", "run", "--instance", self.instance_id,
+        return measured([sys.executable, "-m", "chalicelib.local.cli", "job", "run", "--instance", self.instance_id,
                          "--deployment", deployment_id], self.env)
 
     def stop(self) -> None:
@@ -193,7 +195,7 @@ class Service:
 
 
 def tar_gz(directory: Path) -> bytes:
-    from chalicelib import archives
+    from chalicelib.core import archives
 
     return archives.pack(directory, "digits")
 
@@ -201,8 +203,9 @@ def tar_gz(directory: Path) -> bytes:
 def get_only(service: Service, bucket: str) -> tuple[float, float]:
     """Files/s fetching every object with the job's own listing, fetch and client settings, and
     the CPU seconds per 1,000 files that fetching alone costs this process."""
-    from chalicelib import connections, pipeline
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
+    from chalicelib.scoring import pipeline
+    from chalicelib.state import connections
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -252,9 +255,10 @@ def one_record_model(model_dir: Path):
 
 def in_memory_cpu_per_1000(folder: Path, model_dir: Path) -> float:
     """CPU seconds per 1,000 records for orjson parse + joined model calls on bytes in memory."""
-    from chalicelib import deployments, engine, savedmodel
-    from chalicelib.formats import TensorSpec, parse
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
+    from chalicelib.scoring import engine, savedmodel
+    from chalicelib.scoring.formats import TensorSpec, parse
+    from chalicelib.state import deployments
 
     signature = deployments.choose_signature(savedmodel.read_signatures(model_dir), None)
     specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
@@ -271,7 +275,7 @@ def in_memory_cpu_per_1000(folder: Path, model_dir: Path) -> float:
 def score_folder(model_dir: Path, folder: Path, env: dict) -> dict:
     out = Path(tempfile.mkdtemp(prefix="tfbatch-bench-"))
     try:
-        return measured([sys.executable, "-m", "chalicelib.cli", "score", "--model", str(model_dir), "--input",
+        return measured([sys.executable, "-m", "chalicelib.local.cli", "score", "--model", str(model_dir), "--input",
                          str(folder), "--output", str(out)], env)
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -102,7 +102,7 @@ class Stack:
 def digits_archive(directory: str) -> bytes:
     import digits_model
 
-    from chalicelib import archives
+    from chalicelib.core import archives
 
     digits_model.export(directory)
     return archives.pack(directory, "digits")

@@ -77,7 +77,7 @@ def _use_stack_queue(properties: dict, queue_name: str) -> None:
 
 def transform(template: dict, stage: str) -> dict:
     """The deployable template made from chalice's SAM template (which is left unchanged)."""
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     settings = get_settings()
     out = copy.deepcopy(template)

@@ -1,4 +1,4 @@
-"""The AWS resources around the functions, as CloudFormation, built from chalicelib.resources.
+"""The AWS resources around the functions, as CloudFormation, built from chalicelib.core.resources.
 
 Tables, buckets and queues come from the same specs the local bootstrap creates, so the local
 stack and AWS cannot drift apart; this module only adds what AWS needs on top (encryption,
@@ -42,8 +42,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chalicelib import resources
-from chalicelib.settings import Settings
+from chalicelib.core import resources
+from chalicelib.core.settings import Settings
 
 POLICIES = Path(__file__).resolve().parent.parent / ".chalice"
 BACKLOG_JOB_POLICY = POLICIES / "policy-backlog-job.json"
@@ -54,7 +54,7 @@ def logical_id(setting: str) -> str:
 
 
 def env_name(setting: str) -> str:
-    """The variable chalicelib.settings reads for a field."""
+    """The variable chalicelib.core.settings reads for a field."""
     return f"TFBATCH_{setting.upper()}"
 
 
@@ -127,7 +127,7 @@ def _queues(settings: Settings) -> dict[str, dict]:
             properties["RedrivePolicy"] = {"deadLetterTargetArn": _get(logical_id(spec.dead_letters), "Arn"),
                                            "maxReceiveCount": resources.MAX_RECEIVES}
         out[logical_id(spec.setting)] = {"Type": "AWS::SQS::Queue", "Properties": properties}
-    # Input buckets in this account notify the tasks queue about uploads (chalicelib.subscriptions).
+    # Input buckets in this account notify the tasks queue about uploads (chalicelib.state.subscriptions).
     out["TasksQueuePolicy"] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
         "Queues": [_ref("TasksQueue")],
         "PolicyDocument": {"Version": "2012-10-17", "Statement": [{

@@ -29,8 +29,10 @@ _fake_aws_environment()
 
 
 def _reset_caches() -> None:
-    from chalicelib import aws, connections, tokens
-    from chalicelib.settings import get_settings
+    from chalicelib.api import tokens
+    from chalicelib.core import aws
+    from chalicelib.core.settings import get_settings
+    from chalicelib.state import connections
 
     get_settings.cache_clear()
     aws.reset()
@@ -45,7 +47,7 @@ def aws_mock(monkeypatch):
     """moto in-process, with every resource the service defines already created."""
     from moto import mock_aws
 
-    from chalicelib import resources
+    from chalicelib.core import resources
 
     _reset_caches()
     with mock_aws():
@@ -89,9 +91,10 @@ def publish(aws_mock):
 
     import app as service
     from apiclient import basic, bearer, body
-    from chalicelib import aws, instances
-    from chalicelib.settings import get_settings
-    from chalicelib.worker import _lambda_context
+    from chalicelib.core import aws
+    from chalicelib.core.settings import get_settings
+    from chalicelib.local.worker import _lambda_context
+    from chalicelib.state import instances
 
     created = instances.create("t")
     with Client(service.app, stage_name="test") as client:
@@ -133,7 +136,7 @@ def server_aws(moto_server_url, settings_env):
     """The service's resources on a fresh moto server; yields its URL (also the users' store)."""
     import requests
 
-    from chalicelib import resources
+    from chalicelib.core import resources
 
     requests.post(f"{moto_server_url}/moto-api/reset", timeout=10)
     settings_env(TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=moto_server_url)
@@ -154,7 +157,7 @@ def local_stack(tmp_path_factory):
     Yields the default instance's credentials and the API's URL. The test process's own
     environment is restored right after start-up, so unit tests keep talking to moto in-process.
     """
-    from chalicelib import localstack
+    from chalicelib.local import localstack
 
     run_dir = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)

@@ -12,7 +12,8 @@ from chalice.test import Client
 
 import savedmodels
 from apiclient import basic, bearer, body
-from chalicelib import inspection, instances
+from chalicelib.scoring import inspection
+from chalicelib.state import instances
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from chalicelib import archives
+from chalicelib.core import archives
 
 
 def keras_export(directory: Path) -> Path:

@@ -9,8 +9,9 @@ from chalice.test import Client
 
 import savedmodels
 from apiclient import basic, bearer, body, error_of
-from chalicelib import aws, instances
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+from chalicelib.state import instances
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apiclient import basic, bearer, body
-from chalicelib import instances
+from chalicelib.state import instances
 
 # The fixtures' state (moto, one tenant) is shared by the examples on purpose: each example is
 # one more request to the same service.

@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from chalicelib import archives, models
+from chalicelib.core import archives
 
 MIB = 1024 * 1024
 
@@ -281,7 +281,7 @@ def test_sparse_tar_entries_are_refused(tmp_path):
 def test_real_savedmodels_pass_with_the_configured_limits(name, model_dirs, tmp_path):
     import savedmodels
 
-    limits = models.archive_limits()
+    limits = archives.configured_limits()
     for archive, root in ((savedmodels.tar_gz(model_dirs[name]), "model"),
                           (savedmodels.tar_gz(model_dirs[name], top=None), ""),
                           (savedmodels.zipped(model_dirs[name]), "")):

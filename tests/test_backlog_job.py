@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from apiclient import body
-from chalicelib import backlog, deployments, pipeline
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import backlog, pipeline
+from chalicelib.state import deployments
 from flows import tenant
 
 FILES = 90
@@ -38,7 +39,7 @@ def _put_inputs(s3, bucket: str) -> set[str]:
 def _job(server: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "TFBATCH_STAGE": "test", "TFBATCH_AWS_ENDPOINT": server,
                    "TFBATCH_FILES_PER_OUTPUT": "16", **env}
-    return subprocess.run([sys.executable, "-m", "chalicelib.cli", "job", "run", *args], env=environment,
+    return subprocess.run([sys.executable, "-m", "chalicelib.local.cli", "job", "run", *args], env=environment,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -45,8 +45,10 @@ import boto3
 
 import faultproxy
 from apiclient import body
-from chalicelib import aws, deployments, leases, worktasks
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import worktasks
+from chalicelib.state import deployments, leases
 from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CHAOS_FILES", 1000))
@@ -110,7 +112,7 @@ class Uploads(threading.Thread):
     def drain(self) -> None:
         """Hand every waiting message to the queue's handler; the failed come back at once."""
         import app as service
-        from chalicelib.worker import _lambda_context
+        from chalicelib.local.worker import _lambda_context
 
         while True:
             messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10,

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from chalicelib import connections
-from chalicelib.errors import BadRequest
-from chalicelib.settings import get_settings
+from chalicelib.core.errors import BadRequest
+from chalicelib.core.settings import get_settings
+from chalicelib.state import connections
 
 HOST = "store.example.com"
 KEYS = {"access_key": "user-access-key", "secret_key": "user-secret-key-do-not-leak"}

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apiclient import body
-from chalicelib import aws
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
 from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CRASH_FILES", 2500))

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 import stackclient
-from chalicelib import archives
+from chalicelib.core import archives
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import savedmodels
-from chalicelib import archives, aws, engine
-from chalicelib.settings import get_settings
+from chalicelib.core import archives, aws
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import engine
 
 
 @pytest.fixture

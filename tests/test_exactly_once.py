@@ -1,4 +1,4 @@
-"""The exactly-once protocol (chalicelib.exactly_once) step by step: a scorer stopped after each
+"""The exactly-once protocol (chalicelib.scoring.exactly_once) step by step: a scorer stopped after each
 of its effects, another holder recovering, a try retried after its answer was lost, a paused
 scorer resuming late. The ledger and leases run on moto in-process; result files go to a real
 obstore LocalStore, wrapped so that it fails at a chosen write."""
@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from obstore.store import LocalStore
 
-from chalicelib import aws, exactly_once, leases, outputs
-from chalicelib.ledger import FAILED, SCORED, Entry, Ledger
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import exactly_once, outputs
+from chalicelib.state import leases
+from chalicelib.state.ledger import FAILED, SCORED, Entry, Ledger
 
 PREDICTIONS, ERRORS = "out/predictions-1.json", "out/errors-1.json"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from apiclient import body
-from chalicelib import aws
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
 from flows import records_by_file, tenant
 
 FILES, BAD_EVERY = 240, 17

@@ -5,7 +5,7 @@ import numpy as np
 import orjson
 import pytest
 
-from chalicelib.formats import InputError, TensorSpec, parse
+from chalicelib.scoring.formats import InputError, TensorSpec, parse
 
 IMAGE = TensorSpec("x_input_data", "float32", (None, 4))
 A = TensorSpec("a", "float32", (None, 3))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.formats import InputError, TensorSpec, parse
+from chalicelib.scoring.formats import InputError, TensorSpec, parse
 
 SPECS = [
     TensorSpec("inputs", "float32", (None, 3)),

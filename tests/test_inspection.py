@@ -5,7 +5,7 @@ import io
 import tarfile
 
 import savedmodels
-from chalicelib import models
+from chalicelib.state import models
 
 
 def test_keras_export_is_ready_with_its_signatures(publish, model_dirs):

@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from chalicelib import aws, leases
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+from chalicelib.state import leases
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_a_holder_that_cannot_renew_is_stopped(deployment, settings_env):
 
 def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment, settings_env):
     settings_env(TFBATCH_LEASE_SECONDS=1)
-    from chalicelib import worktasks
+    from chalicelib.scoring import worktasks
 
     aws.table(get_settings().deployments_table).update_item(
         Key=deployment, UpdateExpression="SET #s = :s, modified_at = :now, #t = :t",
@@ -96,7 +97,7 @@ def test_the_poller_requeues_work_handed_to_a_scorer_that_died(deployment, setti
 
 
 def test_a_burst_queues_one_run_and_otherwise_only_owes_passes(deployment):
-    from chalicelib import deployments
+    from chalicelib.state import deployments
 
     assert deployments.owe_pass("i-1", "d-1")  # nobody on it: queue a run
     assert not deployments.owe_pass("i-1", "d-1")  # that run will pass over the bucket

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import localscore
+from chalicelib.scoring import localscore
 
 TFBATCH = str(Path(sys.executable).parent / "tfbatch")
 
@@ -70,7 +70,7 @@ def test_cli_refuses_an_ambiguous_signature_in_one_line(tmp_path, model_dirs):
 
 
 def test_scores_with_a_published_model_by_its_id(tmp_path, model_dirs, server_aws):
-    from chalicelib.errors import NotFound
+    from chalicelib.core.errors import NotFound
     from flows import tenant
 
     user = tenant(server_aws)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import localstack
+from chalicelib.local import localstack
 
 
 @pytest.fixture

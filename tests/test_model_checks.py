@@ -16,7 +16,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import hostile_models as hostile
 import savedmodels
-from chalicelib import graphcheck, models, savedmodel
+from chalicelib.scoring import graphcheck, savedmodel
+from chalicelib.state import models
 
 # builder -> (op named in the refusal, where it sits)
 REFUSED = {

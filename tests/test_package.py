@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import resources
-from chalicelib.settings import get_settings
+from chalicelib.core import resources
+from chalicelib.core.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Actions AWS authorizes on "*" only (no resource-level permissions); each is in deploy/stack.py's docstring.

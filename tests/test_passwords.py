@@ -1,4 +1,4 @@
-from chalicelib import passwords
+from chalicelib.state import passwords
 
 
 def test_hash_verifies_only_the_right_password():

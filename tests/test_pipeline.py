@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chalicelib.pipeline import prefetched
+from chalicelib.scoring.pipeline import prefetched
 
 
 def test_items_arrive_in_order_and_the_producer_stays_at_most_depth_ahead():
@@ -51,7 +51,7 @@ def test_a_consumer_that_stops_early_stops_the_producer():
 
 
 def test_jobs_run_in_order_behind_the_caller():
-    from chalicelib.pipeline import InOrder
+    from chalicelib.scoring.pipeline import InOrder
 
     done = []
     with InOrder(depth=2) as later:
@@ -61,7 +61,7 @@ def test_jobs_run_in_order_behind_the_caller():
 
 
 def test_a_failing_job_stops_the_rest_and_is_raised_in_the_caller():
-    from chalicelib.pipeline import InOrder
+    from chalicelib.scoring.pipeline import InOrder
 
     done = []
 
@@ -79,8 +79,8 @@ def test_a_failing_job_stops_the_rest_and_is_raised_in_the_caller():
 def test_a_file_that_breaks_the_reader_costs_only_itself(tmp_path, monkeypatch):
     from obstore.store import LocalStore
 
-    from chalicelib import pipeline
-    from chalicelib.formats import InputError, TensorSpec
+    from chalicelib.scoring import pipeline
+    from chalicelib.scoring.formats import InputError, TensorSpec
 
     for name, body in (("good.json", b'{"inputs": [1.0]}'), ("bad.json", b'{"inputs": [2.0]}')):
         (tmp_path / name).write_bytes(body)

@@ -2,7 +2,7 @@
 import numpy as np
 import orjson
 
-from chalicelib.results import dumps, elements, error_element
+from chalicelib.scoring.results import dumps, elements, error_element
 
 
 def test_one_record_drops_the_batch_dimension_like_the_seed():
@@ -42,7 +42,7 @@ def test_create_only_writes_tell_their_own_landed_try_from_a_claim(tmp_path):
     from obstore.exceptions import AlreadyExistsError
     from obstore.store import LocalStore
 
-    from chalicelib import outputs
+    from chalicelib.scoring import outputs
 
     store = LocalStore(str(tmp_path))
     items = [{"filename": "a.json", "y": 1}]

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from apiclient import body, error_of
-from chalicelib import aws, connections, instances, runner
+from chalicelib.core import aws
+from chalicelib.scoring import runner
+from chalicelib.state import connections, instances
 from flows import tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -151,8 +153,8 @@ def test_unreachable_input_bucket_fails_with_the_reason(user, model_dirs):
 
 
 def test_unloadable_model_fails_the_deployment(user, model_dirs):
-    from chalicelib import engine
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
+    from chalicelib.scoring import engine
 
     _buckets(user, "in2", "out2")
     model_id = user.publish(model_dirs["multi_io"])
@@ -231,7 +233,7 @@ def test_model_without_ready_content_cannot_be_deployed(user):
 
 
 def test_events_announce_result_files_and_finished_backlogs(user, model_dirs):
-    from chalicelib import aws
+    from chalicelib.core import aws
 
     sqs, rules = aws.client("sqs"), aws.client("events")
     queue = sqs.create_queue(QueueName="automation")["QueueUrl"]
@@ -270,7 +272,8 @@ def test_a_huge_result_and_a_stalled_model_call_fail_their_files_and_the_rest_is
     import time
 
     import hostile_models
-    from chalicelib import deployments, engine
+    from chalicelib.scoring import engine
+    from chalicelib.state import deployments
 
     settings_env(TFBATCH_MAX_OUTPUT_BYTES=1024 * 1024, TFBATCH_MODEL_CALL_SECONDS=3, TFBATCH_BATCH_SIZE=1,
                  TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT=server_aws)
@@ -356,9 +359,11 @@ def test_a_scorer_that_died_on_the_upload_path_is_mended_by_the_next_poll(user, 
     from decimal import Decimal
 
     import app as service
-    from chalicelib import deployments, tasks, worktasks
-    from chalicelib.settings import get_settings
-    from chalicelib.worker import _lambda_context
+    from chalicelib.core import tasks
+    from chalicelib.core.settings import get_settings
+    from chalicelib.local.worker import _lambda_context
+    from chalicelib.scoring import worktasks
+    from chalicelib.state import deployments
 
     s3 = _buckets(user, "died-in", "died-out")
     for number in range(3):
@@ -388,8 +393,8 @@ def test_a_scorer_that_died_on_the_upload_path_is_mended_by_the_next_poll(user, 
 
 def test_a_lambda_environment_with_a_model_call_it_cannot_stop_ends_after_its_batch(aws_mock, monkeypatch):
     """Lambda would keep the environment, spinning thread and all, for the next invocation."""
-    from chalicelib import engine, worktasks
-    from chalicelib.worker import _lambda_context
+    from chalicelib.local.worker import _lambda_context
+    from chalicelib.scoring import engine, worktasks
 
     exits = []
     monkeypatch.setattr(worktasks.os, "_exit", exits.append)

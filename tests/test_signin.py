@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apiclient import basic, body, error_of
-from chalicelib import aws, instances, passwords, signin_throttle
-from chalicelib.errors import TooManyRequests, Unauthorized
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.errors import TooManyRequests, Unauthorized
+from chalicelib.core.settings import get_settings
+from chalicelib.state import instances, passwords, signin_throttle
 
-FREE, WINDOW, FIRST_LOCK, MAX_LOCK = 5, 900, 60, 900  # the defaults in chalicelib.settings
+FREE, WINDOW, FIRST_LOCK, MAX_LOCK = 5, 900, 60, 900  # the defaults in chalicelib.core.settings
 TOKEN = "/v3/identity/token"
 ROOT = Path(__file__).resolve().parent.parent
 

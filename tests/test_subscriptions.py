@@ -1,7 +1,8 @@
 """Bucket notifications are merged into what the bucket already has, never clobbering it."""
 
-from chalicelib import aws, subscriptions
-from chalicelib.settings import get_settings
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+from chalicelib.state import subscriptions
 
 
 def _deployment(deployment_id: str) -> dict:

@@ -1,8 +1,8 @@
 import jwt
 import pytest
 
-from chalicelib import tokens
-from chalicelib.errors import Unauthorized
+from chalicelib.api import tokens
+from chalicelib.core.errors import Unauthorized
 
 
 def test_issued_token_carries_instance_and_expiry(aws_mock):

@@ -1,0 +1,106 @@
+"""Published model requests: create from metadata, read, list, delete, and upload content.
+
+Each upload of a SavedModel archive is a new version, checked (safe entries, size limits)
+before it is stored, then queued for inspection by the TensorFlow side.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+
+from chalicelib.api import views
+from chalicelib.api.http import Call
+from chalicelib.api.schemas import NewModel, parse
+from chalicelib.core import archives, tasks
+from chalicelib.core.clock import now_iso
+from chalicelib.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from chalicelib.core.settings import get_settings
+from chalicelib.state import instances, models
+
+ARCHIVE_TYPES = ["application/gzip", "application/x-gzip", "application/x-tar", "application/zip",
+                 "application/octet-stream"]
+
+
+def _view(call: Call, item: dict) -> dict:
+    return views.model(item, call.base_url, latest=item.get("latest_version"),
+                       deployment_count=int(item.get("deployment_count", 0)))
+
+
+def create(call: Call, instance_id: str) -> dict:
+    request = parse(NewModel, call.json())
+    instances.add(instance_id, "model_count", 1, limit=get_settings().model_limit)
+    now = now_iso()
+    item = {
+        "instance_id": instance_id,
+        "model_id": str(uuid.uuid4()),
+        "name": request.name,
+        "description": request.description,
+        "model_type": request.model_type,
+        "runtime_environment": request.runtime_environment,
+        "author": request.author.model_dump(),
+        "deployment_count": 0,
+        "created_at": now,
+        "modified_at": now,
+    }
+    models.put_new(item)
+    return _view(call, item)
+
+
+def get(call: Call, instance_id: str, model_id: str) -> dict:
+    return _view(call, models.load(instance_id, model_id))
+
+
+def list_page(call: Call, instance_id: str) -> dict:
+    return views.page(call, lambda limit, start: models.page(instance_id, limit, start), "model_id",
+                      render=lambda item: _view(call, item),
+                      url=f"{views.instance_url(call.base_url, instance_id)}/published_models")
+
+
+def delete(call: Call, instance_id: str, model_id: str) -> None:
+    models.load(instance_id, model_id)
+    if not models.remove_unused(instance_id, model_id):
+        raise Conflict(f"Published model {model_id} is used by deployments; delete them first.",
+                       target={"type": "published_model", "id": model_id})
+    instances.add(instance_id, "model_count", -1)
+
+
+def upload_content(call: Call, instance_id: str, model_id: str) -> dict:
+    """Check the archive, store it as a new version, and queue its inspection."""
+    settings = get_settings()
+    models.load(instance_id, model_id)
+    body = call.request.raw_body or b""
+    if len(body) > settings.max_archive_bytes:
+        raise PayloadTooLarge(f"The archive is {len(body)} bytes; the limit is {settings.max_archive_bytes}.",
+                              target={"type": "body"})
+    stream = io.BytesIO(body)
+    try:
+        archives.check(stream, archives.configured_limits())
+        kind = archives.archive_format(body[:512])
+    except archives.ArchiveError as error:
+        raise BadRequest(str(error), code="invalid_archive", target={"type": "body"}) from None
+    version_id = str(uuid.uuid4())
+    archive_key = f"models/{instance_id}/{model_id}/{version_id}/model.{kind}"
+    stream.seek(0)
+    models.store_archive(stream, archive_key)
+    now = now_iso()
+    version = {
+        "model_id": model_id,
+        "version_id": version_id,
+        "instance_id": instance_id,
+        "archive_key": archive_key,
+        "archive_sha256": hashlib.sha256(body).hexdigest(),  # checked before every extraction (engine)
+        "status": models.PENDING,
+        "created_at": now,
+    }
+    item = models.add_version(version)
+    tasks.send(tasks.INSPECT_MODEL, instance_id=instance_id, model_id=model_id, version_id=version_id)
+    return _view(call, item)
+
+
+def get_version(call: Call, model_id: str, version_id: str) -> dict:
+    version = models.load_version(model_id, version_id)
+    if version["instance_id"] != call.instance_id:  # another instance's version: as if absent
+        raise NotFound(f"Version {version_id} of model {model_id} does not exist.",
+                       target={"type": "model_version", "id": version_id})
+    return views.version(version, call.base_url)

@@ -1,0 +1,417 @@
+"""Scoring a deployment's backlog: every input in its location that the ledger has no result for.
+
+The run holds the deployment's lease (or its shard's), streams the listing and works in groups
+of `files_per_output` files, so memory stays bounded however many files there are: fetch the
+group concurrently and parse each file (ahead, in a thread), score the good ones in joined
+model calls, then (behind, in another thread) record the group's intent in the ledger, write
+one predictions file and one errors file, and commit. A bad file only ever costs itself (an
+error element); the run ends FAILED only when nothing can be scored: the model does not load,
+or the input cannot be listed, or the output cannot be written.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import obstore
+from obstore.exceptions import BaseError as StoreError
+
+from chalicelib.core import events
+from chalicelib.core.errors import NotFound
+from chalicelib.core.log import logger
+from chalicelib.core.settings import get_settings
+from chalicelib.scoring import engine, exactly_once, outputs, pipeline
+from chalicelib.scoring.formats import Batch, InputError, TensorSpec
+from chalicelib.scoring.pipeline import Input
+from chalicelib.scoring.results import elements, error_element
+from chalicelib.state import connections, deployments, leases
+from chalicelib.state.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
+
+HANDED_OVER = "HANDED_OVER"  # the lease's holder took this run's work over
+RESCAN_PAUSE = 2.0  # seconds between passes over the bucket while uploads keep arriving
+PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the one being scored
+FINISHING_GROUPS = 2  # scored groups waiting for their files to be written and committed
+
+
+class Fatal(Exception):
+    """Nothing can be scored; the message is the deployment's failure reason."""
+
+
+@dataclass
+class Prepared:
+    """A group of inputs fetched and parsed, waiting to be scored."""
+
+    todo: list[Input]
+    predictions_key: str
+    errors_key: str
+    parsed: dict[str, Batch] = field(default_factory=dict)
+    live: list[Entry] = field(default_factory=list)  # planned outcomes of the files that still exist
+
+
+@dataclass
+class Summary:
+    scored: int = 0
+    failed: int = 0
+    records: int = 0
+    status: str = ""
+    # Wall seconds per stage (prepare runs ahead in its own thread): where a run's time went.
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+
+class DeploymentRun:
+    def __init__(self, instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None):
+        self.settings = get_settings()
+        self.shard = shard
+        self.item = deployments.load(instance_id, deployment_id)
+        self._fresh_item: dict | None = self.item  # spares the first lease its read
+        self.instance_id, self.deployment_id = instance_id, deployment_id
+        connections.serve_only(instance_id)
+        keys = connections.load_keys(deployment_id)
+        self.source, self.target = self.item["input"], self.item["output"]
+        self.inputs_store = connections.object_store(self.source, keys["input"], side="input")
+        self.outputs_store = connections.object_store(self.target, keys["output"], side="output")
+        self.files = outputs.ResultFiles(self.outputs_store)
+        signature = self.item["signature"]
+        self.signature_name = signature["name"]
+        self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
+        self.ledger = Ledger(instance_id, deployment_id, self.item["version_id"])
+        self.summary = Summary()
+        self.model: Future | None = None  # of engine.Model: it loads while the run lists and fetches
+        # (key, etag) known to be done, so later passes over the bucket skip them without asking
+        # the ledger: a pass then costs a listing plus work on what is new.
+        self.done: set[tuple[str, str]] = set()
+        self.wait_seconds = 0.0  # how long to wait out another scorer's lease before handing over
+        self.fresh = False  # the ledger had no result when the lease was taken (a first run)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self, wait: bool = False) -> Summary:
+        """The whole backlog (or this shard's share of it): every input without a result. With
+        `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
+        scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
+        self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
+        return self._work(self._backlog, scope, fields={"path": deployments.BACKLOG})
+
+    def score(self, uploads: list[Input]) -> Summary:
+        """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
+        return self._work(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
+
+    def _work(self, steps, scope: str, fields: dict) -> Summary:
+        self.model = engine.model(engine.StoredArchive.of(self.item), self.signature_name)
+        if not self._take(scope):
+            return self.summary
+        try:
+            if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
+                                          fields=fields, fence=self.lease.fence()):
+                return self.summary
+            steps()
+            self._loaded_model()  # a model that cannot load fails the deployment, files or not
+        except (DeploymentDeleted, leases.LeaseLost) as error:
+            logger.info("run stopped", extra={"deployment_id": self.deployment_id, "reason": str(error)})
+        except Fatal as error:
+            self._fail(str(error))
+        finally:
+            self.lease.abandon()  # nothing to do when it was released
+        return self.summary
+
+    def _take(self, scope: str) -> bool:
+        """Hold the scope's lease. False when its holder took the work over (it passes over the
+        bucket once more), or the deployment is gone."""
+        self.lease = leases.Lease(self.instance_id, self.deployment_id, scope)
+        try:
+            taken = self.lease.acquire(self.wait_seconds, read=self._fresh_item)
+            self._fresh_item = None  # later leases (the sweep after shards) read the item again
+        except leases.LeaseLost as error:
+            logger.info("no lease", extra={"deployment_id": self.deployment_id, "reason": str(error)})
+            return False
+        if not taken:
+            self.summary.status = HANDED_OVER
+            return False
+        try:
+            with self._store_errors():
+                exactly_once.recover(self.ledger, self.lease, self.files)
+        except BaseException:
+            self.lease.abandon()
+            raise
+        return True
+
+    def _backlog(self) -> None:
+        """A shard makes one pass over its share; the last shard to finish then sweeps the whole
+        bucket like an unsharded run (cheap: the ledger answers for the files other shards did,
+        a hundred per request) and settles the deployment."""
+        # Nothing committed yet, and the lease keeps others off these keys: no lookups this run.
+        self.fresh = self.ledger.empty()
+        if self.shard is not None:
+            self._pass()
+            self.lease.release(unless_rescan=False)
+            if not deployments.shard_done(self.instance_id, self.deployment_id, self.shard.index, self.shard.count):
+                self.summary.status = deployments.IN_PROGRESS
+                return
+            self.shard, self.fresh = None, False  # the other shards' results are in the ledger now
+            if not self._take(leases.ALL):
+                return
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Pass over the bucket until a pass ends with nobody having asked for another (uploads
+        that found the lease taken). During a burst, passes are at least RESCAN_PAUSE apart, so
+        each finds a batch of new files."""
+        while True:
+            self.lease.check()  # a finish refused by the fence comes back here: stop once the lease is known lost
+            started = time.monotonic()
+            deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
+                                   fields={"rescan": False}, fence=self.lease.fence())
+            self._pass()
+            if self._finish() and self.lease.release(unless_rescan=True):
+                return
+            time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
+
+    def _pass(self) -> None:
+        """One pass over the listing, in three overlapping stages: groups are fetched and parsed
+        ahead (prefetched), scored here, and written and committed behind (InOrder)."""
+        groups = pipeline.groups(self._listing(), self.settings.files_per_output)
+        with pipeline.InOrder(FINISHING_GROUPS) as finishing:
+            waiting = time.perf_counter()
+            for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
+                self.summary.seconds["waiting_for_inputs"] += time.perf_counter() - waiting
+                self._complete(prepared, finishing.submit)
+                waiting = time.perf_counter()
+
+    def _uploads(self, uploads: list[Input]) -> None:
+        with pipeline.InOrder(FINISHING_GROUPS) as finishing:
+            for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
+                self._complete(prepared, finishing.submit)
+        if not self.lease.release(unless_rescan=True):
+            self._sweep()  # uploads were handed over to us meanwhile: find them by listing
+            return
+        if deployments.settle(self.instance_id, self.deployment_id):
+            self.summary.status = deployments.SUCCESS
+            events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
+                                                    "scored": self.summary.scored, "failed": self.summary.failed})
+
+    def _finish(self) -> bool:
+        """SUCCESS, with counters taken from the ledger (exact even after crashed runs); False
+        when uploads asked for another pass meanwhile. A pass that ended under the lease leaves
+        nothing pending."""
+        counts = self.ledger.recount()
+        exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
+        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS,
+                                      fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True,
+                                      fence=self.lease.fence()):
+            if not self._exists():
+                raise DeploymentDeleted(self.deployment_id)
+            return False
+        self.summary.status = deployments.SUCCESS
+        logger.info("deployment run finished", extra={**self._ids(), **exact, "this_run_scored": self.summary.scored,
+                                                      "stage_seconds": self._stage_seconds()})
+        events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS, **exact})
+        return True
+
+    def has_more_inputs_than(self, count: int) -> bool:
+        """Whether the input location holds more than `count` inputs (lists no further)."""
+        return sum(1 for _ in itertools.islice(self._listing(), count + 1)) > count
+
+    def _stage_seconds(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.summary.seconds.items()}
+
+    def _exists(self) -> bool:
+        try:
+            deployments.load(self.instance_id, self.deployment_id)
+            return True
+        except NotFound:
+            return False
+
+    def _ids(self) -> dict[str, str]:
+        return {"instance_id": self.instance_id, "deployment_id": self.deployment_id}
+
+    def _fail(self, reason: str) -> Summary:
+        logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
+        # While the lease is held, only its holder may fail the deployment (a late scorer fails
+        # nothing); a run that gave its lease back in order may still report a model that never loaded.
+        deployments.set_status(self.instance_id, self.deployment_id, deployments.FAILED, failure=reason,
+                               fence=self.lease.fence() if self.lease.held else None)
+        self.summary.status = deployments.FAILED
+        return self.summary
+
+    # -- listing ---------------------------------------------------------------------------
+    def _listing(self) -> Iterator[Input]:
+        prefix = self.source["prefix"]
+        try:
+            for chunk in obstore.list(self.inputs_store, prefix=prefix or None, chunk_size=1000):
+                for meta in chunk:
+                    if is_input(self.source, self.target, meta["path"]) and (
+                            self.shard is None or self.shard.owns(meta["path"])):
+                        yield Input(meta["path"], normal_etag(meta.get("e_tag")), meta["size"],
+                                    meta["path"][len(prefix):])
+        except (StoreError, OSError) as error:
+            raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
+
+    # -- one group: prepared (fetch, parse) ahead of being scored, then written and committed behind
+    def _prepared(self, groups) -> Iterator[Prepared]:
+        for group in groups:
+            with self.summary.timed("prepare"):
+                prepared = self._prepare(group)
+            if prepared is not None:
+                yield prepared
+
+    def _prepare(self, group: list[Input]) -> Prepared | None:
+        """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
+        it runs ahead of the model in its own thread."""
+        self.lease.beat()  # listing and skipping what is done is progress too
+        group = [item for item in group if (item.key, item.etag) not in self.done]
+        known = {} if self.fresh else self.ledger.lookup(item.key for item in group)
+        todo = []
+        for item in group:
+            if self.ledger.needs_work(known.get(item.key), item.etag):
+                todo.append(item)
+            else:
+                self.done.add((item.key, item.etag))
+        if not todo:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        batch_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
+        prepared = Prepared(todo, f"{self.target['prefix']}predictions-{batch_id}.json",
+                            f"{self.target['prefix']}errors-{batch_id}.json")
+        for item, batch in pipeline.read(self.inputs_store, todo, self.specs, self.signature_name,
+                                         max_bytes=self.settings.max_input_bytes,
+                                         concurrency=self.settings.fetch_concurrency):
+            if isinstance(batch, InputError):
+                prepared.live.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, batch.code,
+                                           str(batch)))
+                continue
+            prepared.parsed[item.key] = batch
+            prepared.live.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, batch.count))
+        return prepared
+
+    def _complete(self, prepared: Prepared, later) -> None:
+        """Score the group; its intent, files, commit and counts are handed to `later` (the
+        finishing thread), so the model goes on with the next group meanwhile."""
+        self.lease.check()
+        self.lease.beat()
+        if not prepared.live:
+            return  # every file of the group vanished since the listing
+        by_key = {item.key: item for item in prepared.todo}
+        good = [entry for entry in prepared.live if entry.status == SCORED]
+        predicted, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
+        self.lease.beat()
+        refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
+                                            error_code=error.code, error=str(error))
+                   for index, error in model_errors.items()}
+        planned = [refused.get(entry.key, entry) for entry in prepared.live]
+        predictions = []
+        for index, entry in enumerate(good):
+            if index not in model_errors:
+                predictions += elements(by_key[entry.key].filename, predicted[index])
+        errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
+                  for entry in planned if entry.status == FAILED]
+        later(lambda: self._finish_group(planned, {prepared.predictions_key: predictions,
+                                                   prepared.errors_key: errors}, seconds))
+
+    def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
+        """Intent, files, commit (exactly_once.finish); then this run's tally and the event."""
+        with self._store_errors():
+            exactly_once.finish(self.ledger, self.lease, self.files, held, documents, model_seconds=model_seconds,
+                                timed=self.summary.timed)
+        self.done.update((entry.key, entry.etag) for entry in held)
+        self.lease.beat()
+        scored = sum(1 for entry in held if entry.status == SCORED)
+        self.summary.scored += scored
+        self.summary.failed += len(held) - scored
+        self.summary.records += sum(entry.records for entry in held if entry.status == SCORED)
+        events.publish(events.RESULTS_WRITTEN, {
+            **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
+            "output_keys": sorted({entry.output_key for entry in held}),
+        })
+
+    def _loaded_model(self) -> engine.Model:
+        try:
+            with self.summary.timed("waiting_for_model"):
+                return self.model.result()
+        except Exception as error:
+            raise Fatal(f"The model could not be loaded: {type(error).__name__}: {error}") from None
+
+    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, InputError], float]:
+        """Each file's outputs, the files the model refused (by index), and the model's seconds."""
+        if not batches:
+            return [], {}, 0.0
+        model = self._loaded_model()
+        started = time.perf_counter()
+        predicted, errors = pipeline.predict(model, batches, self.settings.batch_size,
+                                           max_output_bytes=self.settings.max_output_bytes)
+        seconds = time.perf_counter() - started
+        self.summary.seconds["predict"] += seconds
+        return predicted, errors, seconds
+
+    @contextmanager
+    def _store_errors(self):
+        """The output store refusing or failing (not a name taken: that is LeaseLost) is fatal."""
+        try:
+            yield
+        except (StoreError, OSError) as error:
+            raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a store error (obstore appends a long debug dump after it)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first[:400]}"
+
+
+def normal_etag(etag: str | None) -> str:
+    """Listings quote ETags and S3 events do not: the ledger keeps them bare."""
+    return (etag or "").strip('"')
+
+
+def is_input(location: dict, output: dict, key: str) -> bool:
+    """Whether a key in the input bucket is one of the deployment's inputs."""
+    if not key.startswith(location["prefix"]) or key.endswith("/") or connections.WRITE_CHECK_MARK in key:
+        return False
+    return not (connections.same_bucket(location, output) and key.startswith(output["prefix"]))
+
+
+def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | Summary:
+    """The deployment's run, ready to score; or, when there is nothing to run, the summary that
+    says why: DELETED, or FAILED when a store's endpoint may no longer be called."""
+    try:
+        return DeploymentRun(instance_id, deployment_id, shard)
+    except NotFound:
+        logger.info("deployment no longer exists", extra={"deployment_id": deployment_id})
+        return Summary(status="DELETED")
+    except connections.EndpointRefused as refused:
+        if not refused.lasting:
+            raise  # a host that did not resolve: the message comes back and is tried again
+        # The endpoint now resolves into a private network: no retry will make it callable.
+        logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": refused.message})
+        deployments.set_status(instance_id, deployment_id, deployments.FAILED, failure=refused.message)
+        return Summary(status=deployments.FAILED)
+
+
+def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None, *,
+                   wait: bool = False) -> Summary:
+    run = open_run(instance_id, deployment_id, shard)
+    return run if isinstance(run, Summary) else run.run(wait)
+
+
+def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:
+    """Score uploaded objects (key, ETag, size) of one deployment's input bucket."""
+    run = open_run(instance_id, deployment_id)
+    if isinstance(run, Summary):
+        return run
+    prefix = run.source["prefix"]
+    inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, etag, size in uploads
+              if is_input(run.source, run.target, key)]
+    return run.score(inputs) if inputs else run.summary
+

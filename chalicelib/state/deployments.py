@@ -1,0 +1,187 @@
+"""Deployment items: the only code that knows the deployments table's attributes and conditions
+(leases.py owns the lease attributes on the same item, ledger.py the counters it adds).
+
+A deployment item snapshots what scoring needs (model version, archive and its digest, chosen
+signature, locations without keys), so a run never depends on the model item staying as it was.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+from boto3.dynamodb.conditions import Attr
+
+from chalicelib.core import aws
+from chalicelib.core.clock import now_iso
+from chalicelib.core.errors import BadRequest, NotFound, field
+from chalicelib.core.settings import get_settings
+from chalicelib.state import leases, pages, subscriptions
+
+
+class Status(StrEnum):
+    """A deployment's status, as the v3 API shows it."""
+
+    INITIALIZING = "INITIALIZING"
+    IN_PROGRESS = "DEPLOY_IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+class ScoringPath(StrEnum):
+    """Which path is scoring: the backlog job (lists the bucket, large batches) or upload events."""
+
+    BACKLOG = "backlog"
+    UPLOADS = "uploads"
+
+
+INITIALIZING, IN_PROGRESS, SUCCESS, FAILED = Status
+BACKLOG, UPLOADS = ScoringPath
+
+
+def _table():
+    return aws.table(get_settings().deployments_table)
+
+
+def choose_signature(signatures: list[dict], requested: str | None) -> dict:
+    """The deployment's signature, else serving_default, else the only one; never a guess."""
+    by_name = {signature["name"]: signature for signature in signatures}
+    if requested is not None:
+        if requested not in by_name:
+            raise BadRequest(f"The model has no signature '{requested}'; it has: {', '.join(sorted(by_name))}.",
+                             target=field("signature_name"))
+        return by_name[requested]
+    if "serving_default" in by_name:
+        return by_name["serving_default"]
+    if len(by_name) == 1:
+        return signatures[0]
+    raise BadRequest(f"The model has several signatures ({', '.join(sorted(by_name))}) and none is "
+                     "serving_default; name one in 'signature_name'.", target=field("signature_name"))
+
+
+def put_new(item: dict) -> None:
+    _table().put_item(Item=item)
+
+
+def set_trigger(instance_id: str, deployment_id: str, trigger: str) -> None:
+    """How new files are found: bucket notifications or polling (chalicelib.state.subscriptions)."""
+    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                         UpdateExpression="SET #trigger = :trigger", ExpressionAttributeNames={"#trigger": "trigger"},
+                         ExpressionAttributeValues={":trigger": trigger})
+
+
+def load(instance_id: str, deployment_id: str, model_id: str | None = None) -> dict:
+    item = _table().get_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             ConsistentRead=True).get("Item")
+    if item is None or (model_id is not None and item["model_id"] != model_id):
+        raise NotFound(f"Deployment {deployment_id} does not exist" + (f" for model {model_id}." if model_id else "."),
+                       target={"type": "deployment", "id": deployment_id})
+    return item
+
+
+def page(instance_id: str, limit: int, start: str | None, model_id: str | None = None) -> tuple[list[dict], bool]:
+    """One page of an instance's deployments (of one model, if given), and whether more follow."""
+    return pages.query(_table(), ("instance_id", instance_id), "deployment_id", limit, start,
+                       filter_expression=Attr("model_id").eq(model_id) if model_id else None)
+
+
+def remove(instance_id: str, deployment_id: str) -> bool:
+    """Delete the item (runs see it gone and stop); False when it was gone already."""
+    return aws.conditionally(_table().delete_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             ConditionExpression="attribute_exists(deployment_id)")
+
+
+def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
+               fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None) -> bool:
+    """Change the status (and set other fields) of a deployment that still exists; False when it
+    was deleted, with `unless_rescan` when uploads asked the backlog run for another pass, and
+    with a scorer's `fence` (leases.Lease.fence) when that scorer no longer holds its lease."""
+    update = "SET #status = :status, modified_at = :now"
+    values: dict = {":status": status, ":now": now_iso()}
+    if failure is not None:
+        update += ", failure = :failure"
+        values[":failure"] = failure[:2000]
+    for name, value in (fields or {}).items():
+        update += f", #{name} = :{name}"
+        values[f":{name}"] = value
+    if status != FAILED:
+        update += " REMOVE failure"  # a run that works again: an earlier run's failure is history
+    condition = "attribute_exists(deployment_id)"
+    if unless_rescan:
+        condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
+        values[":false"] = False
+    names = {"#status": "status", **{f"#{name}": name for name in fields or {}}}
+    if fence is not None:
+        condition += f" AND {fence['ConditionExpression']}"
+        names.update(fence["ExpressionAttributeNames"])
+        values.update(fence["ExpressionAttributeValues"])
+    return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             UpdateExpression=update, ConditionExpression=condition,
+                             ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def owe_pass(instance_id: str, deployment_id: str) -> bool:
+    """During a burst of uploads, note that the bucket needs another pass (`rescan`) and that the
+    backlog path is working; True when the caller must queue a run for that pass.
+
+    One atomic write, whose old image tells who will make the pass: a live lease's holder (it
+    cannot release while `rescan` is set), or whoever set `rescan` before (a run already queued,
+    or the poller's requeue if that run dies). So a burst of thousands of messages queues one
+    run, not one per message, each listing the whole bucket again."""
+    response = aws.conditional_response(
+        _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+        UpdateExpression="SET rescan = :true, #status = :running, #path = :backlog, modified_at = :now",
+        ConditionExpression="attribute_exists(deployment_id)",
+        ExpressionAttributeNames={"#status": "status", "#path": "path"},
+        ExpressionAttributeValues={":true": True, ":running": IN_PROGRESS, ":backlog": BACKLOG, ":now": now_iso()},
+        ReturnValues="ALL_OLD")
+    if response is None:
+        return False  # deleted meanwhile: nothing to score
+    old = response["Attributes"]
+    return not (old.get("rescan") is True or leases.live_leases(old))
+
+
+def settle(instance_id: str, deployment_id: str) -> bool:
+    """SUCCESS once nothing is pending (after uploads were scored); False while work remains."""
+    return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                             UpdateExpression="SET #status = :success, modified_at = :now REMOVE failure",
+                             ConditionExpression="attribute_exists(deployment_id) AND pending <= :zero",
+                             ExpressionAttributeNames={"#status": "status"},
+                             ExpressionAttributeValues={":success": SUCCESS, ":zero": 0, ":now": now_iso()})
+
+
+def start_shards(instance_id: str, deployment_id: str, count: int) -> None:
+    """A sharded backlog run begins: no shard is done yet."""
+    _table().update_item(Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                         UpdateExpression="SET shards = :count, #status = :running, #path = :backlog, "
+                                          "modified_at = :now REMOVE shards_done",
+                         ConditionExpression="attribute_exists(deployment_id)",
+                         ExpressionAttributeNames={"#status": "status", "#path": "path"},
+                         ExpressionAttributeValues={":count": count, ":running": IN_PROGRESS, ":backlog": BACKLOG,
+                                                    ":now": now_iso()})
+
+
+def shard_done(instance_id: str, deployment_id: str, index: int, count: int) -> bool:
+    """Record that a shard finished its pass; True for the one that completes the set (it then
+    sweeps and settles the deployment). A shard that is rerun counts once. False when the
+    deployment was deleted meanwhile."""
+    response = aws.conditional_response(_table().update_item,
+                                        Key={"instance_id": instance_id, "deployment_id": deployment_id},
+                                        UpdateExpression="ADD shards_done :me SET modified_at = :now",
+                                        ConditionExpression="attribute_exists(deployment_id)",
+                                        ExpressionAttributeValues={":me": {str(index)}, ":now": now_iso()},
+                                        ReturnValues="UPDATED_NEW")
+    return response is not None and len(response["Attributes"]["shards_done"]) >= count
+
+
+def polled() -> list[dict]:
+    """Deployments the poller looks at: stores that cannot notify (new files are found by
+    listing), work handed over to a scorer (`rescan`), and runs in progress, in case their
+    scorer died (on any path: backlog, shard or uploads)."""
+    table, items = _table(), []
+    query = {"FilterExpression": Attr("trigger").eq(subscriptions.POLLING) | Attr("rescan").eq(True)
+             | Attr("status").eq(IN_PROGRESS)}
+    while True:
+        page = table.scan(**query)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]

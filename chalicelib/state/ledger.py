@@ -1,0 +1,280 @@
+"""The exactly-once ledger: the store behind chalicelib.scoring.exactly_once. One DynamoDB item per
+(deployment, input key), with the ETag and model version it was scored at and the output file
+holding its one result record; and, in the deployment's intents partition
+(`<deployment>#intents`, so lookups and counts of the real keys never see them), the intents of
+groups being written.
+
+Each write here is one DynamoDB transaction whose conditions make it count once:
+- `intend` puts a group's intent items, each only if absent, and adds the group's files to the
+  deployment's `pending`, on condition that the scorer still holds its lease (the fence);
+- `commit` puts the files' ledger items, then, in one transaction, adds scored/failed and takes
+  the intent's files off `pending` (fenced), adds the records and model seconds to the
+  instance's usage, and deletes the intent items, each only if present.
+A try retried after its answer was lost (a dropped connection, retried by botocore or by us) is
+refused on an intent item alone, which means it landed: counters are never added twice. A
+refusal on the fence means the lease is gone (LeaseLost) or the deployment is (DeploymentDeleted).
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from chalicelib.core import aws
+from chalicelib.core.log import logger
+from chalicelib.core.settings import MAX_FILES_PER_OUTPUT, get_settings
+from chalicelib.state.leases import LeaseLost
+
+SCORED, FAILED = "scored", "failed"
+_ENTRIES_PER_INTENT = 100  # keeps an intent item under DynamoDB's 400 KB with 1 KB keys and messages
+_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
+# A commit updates the deployment and the instance besides deleting the intent items, in one
+# transaction: that bounds a group (settings.MAX_FILES_PER_OUTPUT is this, checked at start).
+_MAX_INTENT_ITEMS = _TRANSACTION_ITEMS - 2
+assert MAX_FILES_PER_OUTPUT <= _MAX_INTENT_ITEMS * _ENTRIES_PER_INTENT
+_RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+_TRANSACTION_ATTEMPTS = 8
+_serialize = TypeSerializer().serialize
+
+
+class DeploymentDeleted(Exception):
+    """The deployment was deleted while it was being scored: stop, keep what was written."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    etag: str
+    output_key: str
+    status: str = SCORED  # the status it will be committed with
+    records: int = 0
+    error_code: str = ""
+    error: str = ""
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _item(values: dict) -> dict:
+    return {name: _serialize(value) for name, value in values.items()}
+
+
+def _plain(raw: dict) -> dict:
+    return {name: next(iter(value.values())) for name, value in raw.items()}
+
+
+def _now() -> Decimal:
+    return Decimal(str(round(time.time(), 3)))
+
+
+def _decimal(seconds: float) -> Decimal:
+    return Decimal(str(round(seconds, 3)))
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a group planned to write, as recorded before writing it (one or more items)."""
+
+    names: list[str]  # its items in the intents partition
+    entries: list[Entry]
+    model_seconds: float = 0.0
+
+    @property
+    def token(self) -> str:
+        return self.names[0].split("#")[-2]
+
+
+class Ledger:
+    def __init__(self, instance_id: str, deployment_id: str, model_version: str):
+        settings = get_settings()
+        self.instance_id = instance_id
+        self.deployment_id = deployment_id
+        self.model_version = model_version
+        self._table = settings.ledger_table
+        self._deployments = settings.deployments_table
+        self._instances = settings.instances_table
+        self._client = aws.client("dynamodb")
+
+    def _key(self, input_key: str) -> dict:
+        return _item({"deployment_id": self.deployment_id, "input_key": input_key})
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, dict]:
+        """The ledger items of these keys (absent keys are missing from the result)."""
+        found: dict[str, dict] = {}
+        for chunk in _chunks(sorted(set(keys)), 100):
+            request = {self._table: {"Keys": [self._key(key) for key in chunk], "ConsistentRead": True}}
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for raw in response["Responses"].get(self._table, []):
+                    found[raw["input_key"]["S"]] = _plain(raw)
+                request = response.get("UnprocessedKeys") or None
+                if request:
+                    time.sleep(0.05)
+        return found
+
+    def needs_work(self, item: dict | None, etag: str) -> bool:
+        """True when this key has no result at this ETag and model version."""
+        if item is None:
+            return True
+        return item["etag"] != etag or item.get("model_version") != self.model_version
+
+    # -- intents ---------------------------------------------------------------------------
+    @property
+    def _intents(self) -> str:
+        return f"{self.deployment_id}#intents"
+
+    def intend(self, scope: str, token: str, entries: list[Entry], fence: dict, *,
+               model_seconds: float = 0.0) -> Intent:
+        """Record what a group will write before writing it, and count its files as pending,
+        in one transaction that checks the lease (`fence`): an intent exists only if it was
+        written while its scorer held the lease, so the next holder's recovery sees every intent
+        whose files may still be written, and `pending` moves with the intents exactly."""
+        parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
+        if len(parts) > _MAX_INTENT_ITEMS:
+            raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(entries)}")
+        names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
+        puts = [{"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(input_key)",
+                         "Item": _item({
+                             "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
+                             "model_seconds": _decimal(model_seconds if number == 0 else 0.0),
+                             "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key,
+                                          "status": e.status, "records": e.records, "error_code": e.error_code,
+                                          "error": e.error[:1000]} for e in part]})}}
+                for number, (name, part) in enumerate(zip(names, parts, strict=True))]
+        self._once([self._deployment_update(fence, pending=len(entries)), *puts], "an intent")
+        return Intent(names, entries, model_seconds)
+
+    def _deployment_update(self, fence: dict, **counts: int) -> dict:
+        """ADD the counts to the deployment, while its scorer holds the lease (`fence`)."""
+        return {"Update": {
+            "TableName": self._deployments, "Key": self._deployment_key(),
+            "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in counts),
+            "ConditionExpression": f"attribute_exists(deployment_id) AND {fence['ConditionExpression']}",
+            "ExpressionAttributeNames": fence["ExpressionAttributeNames"],
+            "ExpressionAttributeValues": _item({**{f":{name}": value for name, value in counts.items()},
+                                                **fence["ExpressionAttributeValues"]})}}
+
+    def _once(self, items: list[dict], what: str, guards: int = 1) -> None:
+        """Run a transaction whose first item is the fenced deployment update, then `guards` - 1
+        more updates whose items must exist, then items conditional on an intent item (absent to
+        put it, present to delete it). A refusal on those intent conditions alone means an
+        earlier try landed and only its answer was lost; conflicts with other transactions on
+        the same items are tried again."""
+        for attempt in range(_TRANSACTION_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return
+            except self._client.exceptions.TransactionCanceledException as cancelled:
+                reasons = [reason.get("Code", "None") for reason in cancelled.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                self._lost()
+            if "ConditionalCheckFailed" in reasons[1:guards]:
+                raise DeploymentDeleted(self.deployment_id)  # its instance is gone
+            if "ConditionalCheckFailed" in reasons and set(reasons) <= {"ConditionalCheckFailed", "None"}:
+                logger.info(f"an earlier try of {what} landed; counted once", extra={"reasons": reasons})
+                return
+            if not set(reasons) & _RETRIED_REASONS or attempt == _TRANSACTION_ATTEMPTS - 1:
+                raise RuntimeError(f"DynamoDB refused {what}: {reasons}")
+            time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+
+    def _deployment_key(self) -> dict:
+        return _item({"instance_id": self.instance_id, "deployment_id": self.deployment_id})
+
+    def _lost(self) -> None:
+        """Raise why a fenced write was refused: the deployment is gone, or the lease is."""
+        found = self._client.get_item(TableName=self._deployments, Key=self._deployment_key(), ConsistentRead=True,
+                                      ProjectionExpression="deployment_id")
+        if "Item" not in found:
+            raise DeploymentDeleted(self.deployment_id)
+        raise LeaseLost(f"another scorer holds deployment {self.deployment_id} now; this one stops without "
+                        "writing more")
+
+    def intents(self, scope: str | None) -> list[Intent]:
+        """Intents left by scorers that stopped. With a scope, only that scope's (a shard must
+        not touch another live shard's); without, every one."""
+        values = {":partition": self._intents}
+        condition = "deployment_id = :partition"
+        if scope is not None:
+            condition += " AND begins_with(input_key, :scope)"
+            values[":scope"] = f"{scope}#"
+        groups: dict[str, list[dict]] = {}
+        for page in self._client.get_paginator("query").paginate(
+                TableName=self._table, KeyConditionExpression=condition, ConsistentRead=True,
+                ExpressionAttributeValues=_item(values)):
+            for raw in page["Items"]:
+                item = TypeDeserializer().deserialize({"M": raw})
+                groups.setdefault(item["input_key"].rsplit("#", 1)[0], []).append(item)
+        return [Intent([item["input_key"] for item in items],
+                       [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]), e["error_code"],
+                              e["error"]) for item in items for e in item["entries"]],
+                       float(sum(item.get("model_seconds", 0) for item in items)))
+                for items in groups.values()]
+
+    # -- commit ----------------------------------------------------------------------------
+    def commit(self, intent: Intent, fence: dict, *, written: list[Entry] | None = None) -> None:
+        """Settle an intent: record the outcome of its entries (`written`: those whose output file
+        is there, all of them unless told), then count them, take all its files off `pending`,
+        add their records and model seconds to the instance's usage and delete its items, in
+        one transaction, while the lease is held (`fence`). The ledger items themselves need no
+        fence: a scorer reaches its commit only after its files were written, and then the next
+        holder commits the very same items (it adopts files it finds); only counts could double.
+        Entries not written are left without a result, to be scored again."""
+        written = intent.entries if written is None else written
+        now = _now()
+        self._batch_put([_item({
+            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+            "model_version": self.model_version, "status": entry.status, "claim_token": intent.token,
+            "committed_at": now, "output_key": entry.output_key, "records": entry.records,
+            **({"error_code": entry.error_code, "error_message": entry.error[:1000]} if entry.status == FAILED else {}),
+        }) for entry in written])
+        scored = [entry for entry in written if entry.status == SCORED]
+        usage = {"Update": {
+            "TableName": self._instances, "Key": _item({"instance_id": self.instance_id}),
+            "UpdateExpression": "ADD prediction_count :records, computation_time :seconds",
+            "ConditionExpression": "attribute_exists(instance_id)",
+            "ExpressionAttributeValues": _item({":records": sum(entry.records for entry in scored),
+                                                ":seconds": _decimal(intent.model_seconds if written else 0.0)})}}
+        deletes = [{"Delete": {"TableName": self._table, "ConditionExpression": "attribute_exists(input_key)",
+                               "Key": _item({"deployment_id": self._intents, "input_key": name})}}
+                   for name in intent.names]
+        self._once([self._deployment_update(fence, scored=len(scored), failed=len(written) - len(scored),
+                                            pending=-len(intent.entries)), usage, *deletes], "a commit", guards=2)
+
+    def _batch_put(self, items: list[dict]) -> None:
+        self._batch_write([{"PutRequest": {"Item": item}} for item in items])
+
+    def _batch_write(self, requests: list[dict]) -> None:
+        """Put and delete requests, 25 a call, retrying what DynamoDB left unprocessed."""
+        for chunk in _chunks(requests, 25):
+            batch = {self._table: chunk}
+            while batch:
+                batch = self._client.batch_write_item(RequestItems=batch).get("UnprocessedItems") or None
+                if batch:
+                    time.sleep(0.05)
+
+    # -- reading the whole partition -------------------------------------------------------
+    def empty(self) -> bool:
+        """Whether no input of the deployment has a result yet (one read of one item)."""
+        response = self._client.query(TableName=self._table, KeyConditionExpression="deployment_id = :id",
+                                      ExpressionAttributeValues=_item({":id": self.deployment_id}),
+                                      Limit=1, ConsistentRead=True, ProjectionExpression="input_key")
+        return not response["Items"]
+
+    def recount(self) -> Counter:
+        """How many inputs are scored and failed, from the ledger itself."""
+        counts: Counter = Counter()
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table, KeyConditionExpression="deployment_id = :id",
+            ProjectionExpression="#status", ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_item({":id": self.deployment_id}),
+        ):
+            counts.update(raw["status"]["S"] for raw in page["Items"])
+        return counts

@@ -1,0 +1,133 @@
+"""Published models and their versions: the only code that knows the models and versions tables
+and the models bucket.
+
+A model item keeps a copy of its latest version, so lists need no extra reads; a version is
+`inspecting` until the TensorFlow side records its signatures and marks it ready or invalid.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.core import aws
+from chalicelib.core.clock import now_iso
+from chalicelib.core.errors import NotFound
+from chalicelib.core.settings import get_settings
+from chalicelib.state import pages
+
+
+class VersionStatus(StrEnum):
+    PENDING = "inspecting"
+    READY = "ready"
+    INVALID = "invalid"
+
+
+PENDING, READY, INVALID = VersionStatus
+
+
+def _models():
+    return aws.table(get_settings().models_table)
+
+
+def _versions():
+    return aws.table(get_settings().versions_table)
+
+
+def load(instance_id: str, model_id: str) -> dict:
+    item = _models().get_item(Key={"instance_id": instance_id, "model_id": model_id}).get("Item")
+    if item is None:
+        raise NotFound(f"Published model {model_id} does not exist in this instance.",
+                       target={"type": "published_model", "id": model_id})
+    return item
+
+
+def put_new(item: dict) -> None:
+    _models().put_item(Item=item)
+
+
+def page(instance_id: str, limit: int, start: str | None) -> tuple[list[dict], bool]:
+    """One page of an instance's published models, and whether more follow."""
+    return pages.query(_models(), ("instance_id", instance_id), "model_id", limit, start)
+
+
+def remove_unused(instance_id: str, model_id: str) -> bool:
+    """Delete a model no deployment uses, with its versions and archives; False when one does."""
+    if not aws.conditionally(
+        _models().delete_item,
+        Key={"instance_id": instance_id, "model_id": model_id},
+        ConditionExpression="attribute_exists(model_id) AND deployment_count = :zero",
+        ExpressionAttributeValues={":zero": 0},
+    ):
+        return False
+    _delete_versions(model_id)
+    return True
+
+
+def add_deployments(instance_id: str, model_id: str, amount: int) -> bool:
+    """Count deployments of a model (a model in use cannot be deleted); False when it is gone."""
+    return aws.conditionally(
+        _models().update_item, Key={"instance_id": instance_id, "model_id": model_id},
+        UpdateExpression="ADD deployment_count :amount", ConditionExpression="attribute_exists(model_id)",
+        ExpressionAttributeValues={":amount": amount})
+
+
+def _delete_versions(model_id: str) -> None:
+    settings = get_settings()
+    result = _versions().query(KeyConditionExpression=Key("model_id").eq(model_id))
+    s3 = aws.client("s3")
+    for version in result["Items"]:
+        s3.delete_object(Bucket=settings.models_bucket, Key=version["archive_key"])
+        _versions().delete_item(Key={"model_id": model_id, "version_id": version["version_id"]})
+
+
+def store_archive(stream, archive_key: str) -> None:
+    aws.client("s3").upload_fileobj(stream, get_settings().models_bucket, archive_key)
+
+
+def add_version(version: dict) -> dict:
+    """Store a new version and make it the model's latest; the model item as it is now."""
+    _versions().put_item(Item=version)
+    return _models().update_item(
+        Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
+        UpdateExpression="SET latest_version = :version, modified_at = :now",
+        ConditionExpression="attribute_exists(model_id)",
+        ExpressionAttributeValues={":version": version, ":now": version["created_at"]},
+        ReturnValues="ALL_NEW",
+    )["Attributes"]
+
+
+def load_version(model_id: str, version_id: str) -> dict:
+    item = _versions().get_item(Key={"model_id": model_id, "version_id": version_id}).get("Item")
+    if item is None:
+        raise NotFound(f"Version {version_id} of model {model_id} does not exist.",
+                       target={"type": "model_version", "id": version_id})
+    return item
+
+
+def latest_ready_version(model_id: str) -> dict:
+    """The newest version of a published model that inspection accepted (for `tfbatch score`)."""
+    found = _versions().query(KeyConditionExpression=Key("model_id").eq(model_id))["Items"]
+    ready = [version for version in found if version["status"] == READY]
+    if not ready:
+        raise NotFound(f"Model {model_id} has no version ready to score"
+                       f"{' (yet)' if found else ''}.", target={"type": "model", "id": model_id})
+    return max(ready, key=lambda version: version["created_at"])
+
+
+def record_inspection(model_id: str, version_id: str, *, status: str, details: dict,
+                      signatures: list[dict] | None = None) -> None:
+    """Store what inspection found, on the version and on the model if it is still the latest."""
+    version = load_version(model_id, version_id)
+    version.update(status=status, status_details=details)
+    if signatures is not None:
+        version["signatures"] = signatures
+    _versions().put_item(Item=version)
+    # Only while it is still the latest: after a newer upload or a deletion the version item is enough.
+    aws.conditionally(
+        _models().update_item,
+        Key={"instance_id": version["instance_id"], "model_id": model_id},
+        UpdateExpression="SET latest_version = :version, modified_at = :now",
+        ConditionExpression="latest_version.version_id = :id",
+        ExpressionAttributeValues={":version": version, ":id": version_id, ":now": now_iso()},
+    )
