@@ -29,17 +29,11 @@ _fake_aws_environment()
 
 
 def _reset_caches() -> None:
-    from chalicelib.api import tokens
-    from chalicelib.core import aws
-    from chalicelib.core.settings import get_settings
-    from chalicelib.state import connections
+    """Clients, keys and settings made under one moto must not outlive it (chalicelib.core.caches;
+    a module not imported yet has nothing cached)."""
+    from chalicelib.core import caches
 
-    get_settings.cache_clear()
-    aws.reset()
-    tokens._signing_key.cache_clear()
-    connections._s3_client.cache_clear()  # clients made under one moto must not outlive it
-    connections._store.cache_clear()
-    connections._keys.cache_clear()
+    caches.reset()
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ The signing key lives in Secrets Manager and is read once per process.
 """
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 
 import jwt
 
-from chalicelib.core import aws
+from chalicelib.core import aws, caches
 from chalicelib.core.errors import Unauthorized
 from chalicelib.core.settings import get_settings
 
@@ -18,7 +17,7 @@ _ISSUER = "tfbatch"
 _ALGORITHM = "HS256"
 
 
-@functools.cache
+@caches.per_process
 def _signing_key() -> str:
     secret_id = get_settings().signing_key_secret
     return aws.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]

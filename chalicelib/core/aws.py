@@ -5,19 +5,19 @@ process between invocations.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from chalicelib.core import caches
 from chalicelib.core.settings import get_settings
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
 
 
-@functools.cache
+@caches.per_process
 def client(service: str) -> Any:
     settings = get_settings()
     return boto3.client(
@@ -25,7 +25,7 @@ def client(service: str) -> Any:
     )
 
 
-@functools.cache
+@caches.per_process
 def table(name: str) -> Any:
     settings = get_settings()
     dynamodb = boto3.resource(
@@ -34,7 +34,7 @@ def table(name: str) -> Any:
     return dynamodb.Table(name)
 
 
-@functools.cache
+@caches.per_process
 def queue_url(name: str) -> str:
     return client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
 
@@ -53,10 +53,3 @@ def conditional_response(write, **request) -> dict | None:
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
         return None
-
-
-def reset() -> None:
-    """Forget cached clients (tests switch endpoints between moto in-process and the server)."""
-    client.cache_clear()
-    table.cache_clear()
-    queue_url.cache_clear()

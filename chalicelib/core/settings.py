@@ -6,9 +6,10 @@ account id there).
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
+
+from chalicelib.core import caches
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _max_inflated_default(ephemeral_storage_mb: int, max_archive_bytes: int) -> 
     return max(0, (ephemeral_storage_mb * MIB - TMP_RESERVE_BYTES - max_archive_bytes) // 2)
 
 
-@functools.cache
+@caches.per_process
 def get_settings() -> Settings:
     stage = os.environ.get("TFBATCH_STAGE", "local")
     endpoint = os.environ.get("TFBATCH_AWS_ENDPOINT") or None

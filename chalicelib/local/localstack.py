@@ -21,8 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from chalicelib.core import aws, resources
-from chalicelib.core.settings import get_settings
+from chalicelib.core import caches, resources
 from chalicelib.state import instances
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: chalicelib/local/ is two levels down
@@ -172,8 +171,7 @@ def _ensure(service: Service, port: int | None, ready) -> bool:
 
 def _apply_local_environment() -> None:
     os.environ.update(local_environment())
-    get_settings.cache_clear()
-    aws.reset()
+    caches.reset()
 
 
 def up() -> dict:

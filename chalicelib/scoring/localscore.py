@@ -1,16 +1,15 @@
 """`tfbatch score`: the scoring pipeline on local folders or buckets, without any service.
 
 How a user scores a folder on a laptop, and how the engine's own speed is measured without the
-local stack's I/O ceiling. The same fetch/parse/predict/write steps as a deployment run
-(`pipeline`), minus what needs the service: there is no ledger, so a second run over the same
-inputs writes a second set of output files.
+local stack's I/O ceiling. Each group goes the way a deployment run's does (pipeline.parse_group,
+then pipeline.score_group), minus what needs the service: there is no ledger, so a second run
+over the same inputs writes a second set of output files.
 """
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import obstore
@@ -18,19 +17,10 @@ from obstore.store import LocalStore, from_url
 
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import engine, outputs, pipeline, savedmodel
-from chalicelib.scoring.formats import InputError, TensorSpec
-from chalicelib.scoring.results import elements, error_element
+from chalicelib.scoring.formats import TensorSpec
 from chalicelib.state import deployments
 
 PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the model
-
-
-@dataclass
-class Progress:
-    files: int = 0
-    failed: int = 0
-    records: int = 0
-    started: float = 0.0
 
 
 def open_location(location: str):
@@ -81,54 +71,26 @@ def _load(model: str, signature_name: str | None) -> tuple[dict, engine.Model]:
         return signature, engine.Model(savedmodel.load(model_dir), signature["name"])
 
 
-@dataclass
-class _Group:
-    number: int
-    good: list[pipeline.Input]
-    batches: list
-    errors: list[dict]
-
-
 def score(model: str, input_: str, output: str, *, signature_name: str | None = None,
-          on_progress: Callable[[Progress], None] | None = None) -> Progress:
+          on_progress: Callable[[pipeline.Summary], None] | None = None) -> pipeline.Summary:
     """Score every input of a folder or bucket; groups are fetched and parsed ahead of the model."""
     settings = get_settings()
     signature, loaded = _load(model, signature_name)
     specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
     source, target = open_location(input_), open_location(output)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    progress = Progress(started=time.monotonic())
-
-    def prepared() -> Iterator[_Group]:
-        listing = _listing(source, _inside(output, input_))
-        for number, group in enumerate(pipeline.groups(listing, settings.files_per_output)):
-            ready = _Group(number, [], [], [])
-            for item, batch in pipeline.read(source, group, specs, signature["name"],
-                                             max_bytes=settings.max_input_bytes,
-                                             concurrency=settings.fetch_concurrency):
-                if isinstance(batch, InputError):
-                    ready.errors.append(error_element(item.filename, batch.code, str(batch)))
-                else:
-                    ready.batches.append(batch)
-                    ready.good.append(item)
-            yield ready
-
-    for group in pipeline.prefetched(prepared(), PREFETCH_GROUPS):
-        predicted, refused = pipeline.predict(loaded, group.batches, settings.batch_size,
-                                            max_output_bytes=settings.max_output_bytes)
-        predictions = []
-        for index, item in enumerate(group.good):
-            if index in refused:
-                group.errors.append(error_element(item.filename, refused[index].code, str(refused[index])))
-            else:
-                predictions += elements(item.filename, predicted[index])
-                progress.records += group.batches[index].count
-        if predictions:
-            outputs.put(target, f"predictions-{stamp}-{group.number:06d}.json", predictions)
-        if group.errors:
-            outputs.put(target, f"errors-{stamp}-{group.number:06d}.json", group.errors)
-        progress.files += len(group.good) - len(refused) + len(group.errors)
-        progress.failed += len(group.errors)
+    summary = pipeline.Summary()
+    parsed = (pipeline.parse_group(source, group, specs, signature["name"], max_bytes=settings.max_input_bytes,
+                                   concurrency=settings.fetch_concurrency)
+              for group in pipeline.groups(_listing(source, _inside(output, input_)), settings.files_per_output))
+    for number, group in enumerate(pipeline.prefetched(parsed, PREFETCH_GROUPS)):
+        scored = pipeline.score_group(loaded, group, settings.batch_size, max_output_bytes=settings.max_output_bytes)
+        if scored.predictions:
+            outputs.put(target, f"predictions-{stamp}-{number:06d}.json", scored.predictions)
+        if scored.errors:
+            outputs.put(target, f"errors-{stamp}-{number:06d}.json", scored.errors)
+        failed = sum(1 for outcome in scored.outcomes.values() if outcome.error is not None)
+        summary.count(len(scored.outcomes) - failed, failed, sum(o.records for o in scored.outcomes.values()))
         if on_progress:
-            on_progress(progress)
-    return progress
+            on_progress(summary)
+    return summary

@@ -1,18 +1,24 @@
 """The data path of scoring, shared by deployments (runner) and `tfbatch score` on folders:
 fetch objects concurrently, parse them, run the model on joined batches, group the outputs.
 
-Nothing here knows about deployments, the ledger or DynamoDB: it takes obstore stores (S3,
-S3-compatible, or a local folder) and a loaded model.
+One group of files goes the same way on both: `parse_group` (fetch and parse; runs ahead of the
+model in its own thread) then `score_group` (joined model calls; each file's result elements or
+error element, and its outcome). What a run did is one `Summary`. Nothing here knows about
+deployments, the ledger or DynamoDB: it takes obstore stores (S3, S3-compatible, or a local
+folder) and a loaded model.
 """
 from __future__ import annotations
 
 import functools
 import queue
 import threading
+import time
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +30,7 @@ from chalicelib.core.log import logger
 from chalicelib.scoring.engine import Model, ModelCallTimeout
 from chalicelib.scoring.formats import Batch, InputError, TensorSpec, parse
 from chalicelib.scoring.outputs import RESULT_MARK
+from chalicelib.scoring.results import elements, error_element
 
 T = TypeVar("T")
 _END = object()
@@ -35,6 +42,36 @@ class Input:
     etag: str
     size: int
     filename: str  # the key relative to the input prefix, as the seed's "filename"
+
+
+@dataclass
+class Summary:
+    """What a run did (so far): a deployment run's or `tfbatch score`'s, shown as it goes."""
+
+    scored: int = 0
+    failed: int = 0
+    records: int = 0
+    status: str = ""  # a deployment run's outcome (SUCCESS, FAILED, HANDED_OVER, ...)
+    started: float = field(default_factory=time.monotonic)
+    # Wall seconds per stage (prepare runs ahead in its own thread): where a run's time went.
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def files(self) -> int:
+        return self.scored + self.failed
+
+    @contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def count(self, scored: int, failed: int, records: int) -> None:
+        self.scored += scored
+        self.failed += failed
+        self.records += records
 
 
 def groups(items, size: int) -> Iterator[list]:
@@ -266,3 +303,62 @@ def _nbytes(array: np.ndarray) -> int:
     if array.dtype == object:
         return sum(len(item) if isinstance(item, (bytes, str)) else 8 for item in array.ravel())
     return array.nbytes
+
+
+@dataclass
+class ParsedGroup:
+    """A group of inputs fetched and parsed: those still there, in listing order."""
+
+    inputs: list[Input]
+    batches: dict[str, Batch]  # key -> the parsed file
+    refused: dict[str, InputError]  # key -> why it could not be fetched or parsed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One file's outcome: its result records, or the error that failed it."""
+
+    records: int = 0
+    error: InputError | None = None
+
+
+@dataclass
+class ScoredGroup:
+    outcomes: dict[str, Outcome]  # key -> outcome, for every input of the group
+    predictions: list[dict]  # result elements, in input order
+    errors: list[dict]  # error elements, in input order
+    model_seconds: float
+
+
+def parse_group(store, inputs: list[Input], specs: list[TensorSpec], signature_name: str, *, max_bytes: int,
+                concurrency: int) -> ParsedGroup:
+    parsed = ParsedGroup([], {}, {})
+    for item, batch in read(store, inputs, specs, signature_name, max_bytes=max_bytes, concurrency=concurrency):
+        parsed.inputs.append(item)
+        if isinstance(batch, InputError):
+            parsed.refused[item.key] = batch
+        else:
+            parsed.batches[item.key] = batch
+    return parsed
+
+
+def score_group(model: Model | None, group: ParsedGroup, batch_size: int, *, max_output_bytes: int) -> ScoredGroup:
+    """Score the parsed files in joined calls (`model` may be None when none parsed) and say
+    what each file of the group gives: result elements, or an error element."""
+    good = [item for item in group.inputs if item.key in group.batches]
+    started = time.perf_counter()
+    predicted, model_errors = predict(model, [group.batches[item.key] for item in good], batch_size,
+                                      max_output_bytes=max_output_bytes) if good else ([], {})
+    seconds = time.perf_counter() - started if good else 0.0
+    failures = {**group.refused, **{good[index].key: error for index, error in model_errors.items()}}
+    outputs = dict(zip((item.key for item in good), predicted, strict=True))
+    scored = ScoredGroup({}, [], [], seconds)
+    for item in group.inputs:
+        if item.key in failures:
+            error = failures[item.key]
+            scored.outcomes[item.key] = Outcome(error=error)
+            scored.errors.append(error_element(item.filename, error.code, str(error)))
+        else:
+            scored.outcomes[item.key] = Outcome(records=group.batches[item.key].count)
+            scored.predictions += elements(item.filename, outputs[item.key])
+    return scored

@@ -13,11 +13,10 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import obstore
 from obstore.exceptions import BaseError as StoreError
@@ -27,9 +26,8 @@ from chalicelib.core.errors import NotFound
 from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import engine, exactly_once, outputs, pipeline
-from chalicelib.scoring.formats import Batch, InputError, TensorSpec
-from chalicelib.scoring.pipeline import Input
-from chalicelib.scoring.results import elements, error_element
+from chalicelib.scoring.formats import TensorSpec
+from chalicelib.scoring.pipeline import Input, Summary
 from chalicelib.state import connections, deployments, leases
 from chalicelib.state.ledger import FAILED, SCORED, DeploymentDeleted, Entry, Ledger
 
@@ -45,31 +43,11 @@ class Fatal(Exception):
 
 @dataclass
 class Prepared:
-    """A group of inputs fetched and parsed, waiting to be scored."""
+    """A group of inputs that need work, fetched and parsed, waiting to be scored."""
 
-    todo: list[Input]
+    parsed: pipeline.ParsedGroup
     predictions_key: str
     errors_key: str
-    parsed: dict[str, Batch] = field(default_factory=dict)
-    live: list[Entry] = field(default_factory=list)  # planned outcomes of the files that still exist
-
-
-@dataclass
-class Summary:
-    scored: int = 0
-    failed: int = 0
-    records: int = 0
-    status: str = ""
-    # Wall seconds per stage (prepare runs ahead in its own thread): where a run's time went.
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    @contextmanager
-    def timed(self, stage: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - started
 
 
 class DeploymentRun:
@@ -283,42 +261,35 @@ class DeploymentRun:
             return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        prepared = Prepared(todo, f"{self.target['prefix']}predictions-{batch_id}.json",
-                            f"{self.target['prefix']}errors-{batch_id}.json")
-        for item, batch in pipeline.read(self.inputs_store, todo, self.specs, self.signature_name,
-                                         max_bytes=self.settings.max_input_bytes,
-                                         concurrency=self.settings.fetch_concurrency):
-            if isinstance(batch, InputError):
-                prepared.live.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, batch.code,
-                                           str(batch)))
-                continue
-            prepared.parsed[item.key] = batch
-            prepared.live.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, batch.count))
-        return prepared
+        parsed = pipeline.parse_group(self.inputs_store, todo, self.specs, self.signature_name,
+                                      max_bytes=self.settings.max_input_bytes,
+                                      concurrency=self.settings.fetch_concurrency)
+        return Prepared(parsed, f"{self.target['prefix']}predictions-{batch_id}.json",
+                        f"{self.target['prefix']}errors-{batch_id}.json")
 
     def _complete(self, prepared: Prepared, later) -> None:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
         finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
         self.lease.beat()
-        if not prepared.live:
+        parsed = prepared.parsed
+        if not parsed.inputs:
             return  # every file of the group vanished since the listing
-        by_key = {item.key: item for item in prepared.todo}
-        good = [entry for entry in prepared.live if entry.status == SCORED]
-        predicted, model_errors, seconds = self._predict([prepared.parsed[entry.key] for entry in good])
+        model = self._loaded_model() if parsed.batches else None
+        with self.summary.timed("predict"):
+            scored = pipeline.score_group(model, parsed, self.settings.batch_size,
+                                          max_output_bytes=self.settings.max_output_bytes)
         self.lease.beat()
-        refused = {good[index].key: replace(good[index], status=FAILED, output_key=prepared.errors_key, records=0,
-                                            error_code=error.code, error=str(error))
-                   for index, error in model_errors.items()}
-        planned = [refused.get(entry.key, entry) for entry in prepared.live]
-        predictions = []
-        for index, entry in enumerate(good):
-            if index not in model_errors:
-                predictions += elements(by_key[entry.key].filename, predicted[index])
-        errors = [error_element(by_key[entry.key].filename, entry.error_code, entry.error)
-                  for entry in planned if entry.status == FAILED]
-        later(lambda: self._finish_group(planned, {prepared.predictions_key: predictions,
-                                                   prepared.errors_key: errors}, seconds))
+        planned = []
+        for item in parsed.inputs:
+            outcome = scored.outcomes[item.key]
+            if outcome.error is None:
+                planned.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, outcome.records))
+            else:
+                planned.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, outcome.error.code,
+                                     str(outcome.error)))
+        documents = {prepared.predictions_key: scored.predictions, prepared.errors_key: scored.errors}
+        later(lambda: self._finish_group(planned, documents, scored.model_seconds))
 
     def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
         """Intent, files, commit (exactly_once.finish); then this run's tally and the event."""
@@ -328,9 +299,7 @@ class DeploymentRun:
         self.done.update((entry.key, entry.etag) for entry in held)
         self.lease.beat()
         scored = sum(1 for entry in held if entry.status == SCORED)
-        self.summary.scored += scored
-        self.summary.failed += len(held) - scored
-        self.summary.records += sum(entry.records for entry in held if entry.status == SCORED)
+        self.summary.count(scored, len(held) - scored, sum(entry.records for entry in held if entry.status == SCORED))
         events.publish(events.RESULTS_WRITTEN, {
             **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
             "output_keys": sorted({entry.output_key for entry in held}),
@@ -342,18 +311,6 @@ class DeploymentRun:
                 return self.model.result()
         except Exception as error:
             raise Fatal(f"The model could not be loaded: {type(error).__name__}: {error}") from None
-
-    def _predict(self, batches: list[Batch]) -> tuple[list[dict], dict[int, InputError], float]:
-        """Each file's outputs, the files the model refused (by index), and the model's seconds."""
-        if not batches:
-            return [], {}, 0.0
-        model = self._loaded_model()
-        started = time.perf_counter()
-        predicted, errors = pipeline.predict(model, batches, self.settings.batch_size,
-                                           max_output_bytes=self.settings.max_output_bytes)
-        seconds = time.perf_counter() - started
-        self.summary.seconds["predict"] += seconds
-        return predicted, errors, seconds
 
     @contextmanager
     def _store_errors(self):

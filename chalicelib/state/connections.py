@@ -37,7 +37,6 @@ What remains open, and why:
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import re
@@ -53,7 +52,7 @@ import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.core import aws
+from chalicelib.core import aws, caches
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.settings import get_settings
 
@@ -287,7 +286,7 @@ def s3_client(location: dict, keys: dict, *, side: str | None = None) -> Any:
                       keys["access_key"], keys["secret_key"])
 
 
-@functools.lru_cache(maxsize=32)
+@caches.per_process(maxsize=32)
 def _s3_client(url: str | None, region: str, access_key: str, secret_key: str) -> Any:
     """Cached: building a boto3 client costs tens of milliseconds, and one deployment's creation
     uses the input's client twice (check, subscription). The keys stay in this process only."""
@@ -372,7 +371,7 @@ def serve_only(instance_id: str) -> None:
             _tenant = instance_id
 
 
-@functools.lru_cache(maxsize=256)
+@caches.per_process(maxsize=256)
 def _keys(deployment_id: str) -> dict[str, dict]:
     raw = aws.client("secretsmanager").get_secret_value(SecretId=secret_id(deployment_id))["SecretString"]
     return orjson.loads(raw)
@@ -400,7 +399,7 @@ def object_store(location: dict, keys: dict, *, side: str | None = None):
                   location.get("region") or get_settings().region, keys["access_key"], keys["secret_key"])
 
 
-@functools.lru_cache(maxsize=32)
+@caches.per_process(maxsize=32)
 def _store(bucket: str, url: str | None, region: str, access_key: str, secret_key: str):
     from obstore.store import S3Store
 
