@@ -209,8 +209,8 @@ def get_only(service: Service, bucket: str) -> tuple[float, float]:
 
     get_settings.cache_clear()
     settings = get_settings()
-    store = connections.object_store({"bucket": bucket, "url": service.url}, {"access_key": "bench",
-                                                                              "secret_key": "bench"})
+    store = connections.object_store(connections.Location(bucket, url=service.url),
+                                     {"access_key": "bench", "secret_key": "bench"})
     import obstore
 
     started, cpu, count = time.perf_counter(), time.process_time(), 0

@@ -14,6 +14,7 @@ import pytest
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.settings import get_settings
 from chalicelib.state import connections
+from chalicelib.state.connections import Location
 
 HOST = "store.example.com"
 KEYS = {"access_key": "user-access-key", "secret_key": "user-secret-key-do-not-leak"}
@@ -185,7 +186,7 @@ def test_the_service_own_store_endpoint_is_exempt(resolve, settings_env):
 
 def test_creation_checks_refuse_before_any_call_and_never_echo_keys(resolve):
     resolve("169.254.169.254")
-    location = {"bucket": "in", "prefix": "", "url": f"https://{HOST}", "region": ""}
+    location = Location("in", url=f"https://{HOST}")
     for check, side in ((connections.check_input, "input"), (connections.check_output, "output")):
         with pytest.raises(connections.EndpointRefused) as caught:
             check(location, KEYS)
@@ -199,8 +200,8 @@ def test_the_data_path_checks_again_and_refuses_a_host_that_turned_private(resol
     clock = SimpleNamespace(now=1000.0)
     monkeypatch.setattr(connections, "time", SimpleNamespace(monotonic=lambda: clock.now))
     resolver = resolve("93.184.216.34")
-    source = {"bucket": "in", "prefix": "", "url": f"https://{HOST}", "region": ""}
-    connections.check_endpoint("input", source["url"])  # creation
+    source = Location("in", url=f"https://{HOST}")
+    connections.check_endpoint("input", source.url)  # creation
     assert connections.object_store(source, KEYS, side="input") is not None
     assert connections.s3_client(source, KEYS, side="input") is not None
     assert resolver.lookups == 1  # one lookup for the creation check and both openings
@@ -256,7 +257,7 @@ def test_the_check_client_does_not_follow_a_redirect(settings_env):
     store, store_url = _server(Redirecting)
     try:
         settings_env(TFBATCH_AWS_ENDPOINT=store_url)  # exempt from the address check: loopback here
-        location = {"bucket": "in", "prefix": "", "url": store_url, "region": ""}
+        location = Location("in", url=store_url)
         with pytest.raises(BadRequest) as caught:
             connections.check_input(location, KEYS)
         assert caught.value.code == "input_connection_failed" and "307" in caught.value.message
@@ -273,7 +274,7 @@ def test_a_run_for_another_instance_starts_with_no_keys_of_the_last_one(aws_mock
     connections.save_keys("deployment-b", {"input": {"access_key": "b-key", "secret_key": "b-secret"}})
     connections.serve_only("instance-a")
     assert connections.load_keys("deployment-a")["input"]["secret_key"] == "a-secret"
-    connections.object_store({"bucket": "in", "url": ""}, {"access_key": "a-key", "secret_key": "a-secret"})
+    connections.object_store(Location("in"), {"access_key": "a-key", "secret_key": "a-secret"})
     connections.serve_only("instance-a")  # the same tenant again: the caches stay warm
     assert connections._keys.cache_info().currsize == 1 and connections._store.cache_info().currsize == 1
     connections.serve_only("instance-b")
@@ -282,17 +283,17 @@ def test_a_run_for_another_instance_starts_with_no_keys_of_the_last_one(aws_mock
 
 
 @pytest.mark.parametrize("first, second, same", [
-    ({"bucket": "b", "url": "http://store.example:9000"}, {"bucket": "b", "url": "HTTP://Store.Example:9000/"}, True),
-    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "https://store.example:443"}, True),
-    ({"bucket": "b", "url": "http://store.example"}, {"bucket": "b", "url": "http://store.example:80/"}, True),
-    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "https://b.store.example"}, True),
-    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://s3.amazonaws.com"}, True),
-    ({"bucket": "b", "url": ""}, {"bucket": "B", "url": "https://b.s3.eu-west-1.amazonaws.com/"}, True),
-    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://s3.dualstack.us-east-1.amazonaws.com"}, True),
-    ({"bucket": "b", "url": "http://store.example:9000"}, {"bucket": "b", "url": "http://store.example:9001"}, False),
-    ({"bucket": "b", "url": "https://store.example"}, {"bucket": "b", "url": "http://store.example"}, False),
-    ({"bucket": "b", "url": ""}, {"bucket": "c", "url": ""}, False),
-    ({"bucket": "b", "url": ""}, {"bucket": "b", "url": "https://storage.example.com"}, False),
+    (Location("b", url="http://store.example:9000"), Location("b", url="HTTP://Store.Example:9000/"), True),
+    (Location("b", url="https://store.example"), Location("b", url="https://store.example:443"), True),
+    (Location("b", url="http://store.example"), Location("b", url="http://store.example:80/"), True),
+    (Location("b", url="https://store.example"), Location("b", url="https://b.store.example"), True),
+    (Location("b", url=""), Location("b", url="https://s3.amazonaws.com"), True),
+    (Location("b", url=""), Location("B", url="https://b.s3.eu-west-1.amazonaws.com/"), True),
+    (Location("b", url=""), Location("b", url="https://s3.dualstack.us-east-1.amazonaws.com"), True),
+    (Location("b", url="http://store.example:9000"), Location("b", url="http://store.example:9001"), False),
+    (Location("b", url="https://store.example"), Location("b", url="http://store.example"), False),
+    (Location("b", url=""), Location("c", url=""), False),
+    (Location("b", url=""), Location("b", url="https://storage.example.com"), False),
 ])
 def test_one_bucket_is_recognised_however_its_url_is_written(first, second, same):
     assert connections.same_bucket(first, second) is same

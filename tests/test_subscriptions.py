@@ -3,11 +3,9 @@
 from chalicelib.core import aws
 from chalicelib.core.settings import get_settings
 from chalicelib.state import subscriptions
+from chalicelib.state.connections import Location
 
-
-def _deployment(deployment_id: str) -> dict:
-    return {"instance_id": "i-1", "deployment_id": deployment_id, "trigger": subscriptions.NOTIFICATIONS,
-            "input": {"bucket": "uploads", "prefix": "", "url": "", "type": "s3", "region": ""}}
+UPLOADS = Location("uploads")
 
 
 def _configuration(s3) -> dict:
@@ -26,26 +24,25 @@ def test_subscriptions_merge_with_others_and_leave_them_alone(aws_mock):
     s3.put_bucket_notification_configuration(Bucket="uploads",
                                              NotificationConfiguration={"QueueConfigurations": [others]})
     keys = {"access_key": "a", "secret_key": "b"}
-    first, second = _deployment("d-1"), _deployment("d-2")
-    assert subscriptions.subscribe(first, keys) == subscriptions.NOTIFICATIONS
-    assert subscriptions.subscribe(second, keys) == subscriptions.NOTIFICATIONS
+    assert subscriptions.subscribe("i-1", "d-1", UPLOADS, keys) == subscriptions.NOTIFICATIONS
+    assert subscriptions.subscribe("i-1", "d-2", UPLOADS, keys) == subscriptions.NOTIFICATIONS
     ids = [item["Id"] for item in _configuration(s3)["QueueConfigurations"]]
     assert sorted(ids) == ["tfbatch-uploads", "their-own"]
-    assert {s["deployment_id"] for s in subscriptions.subscribers(subscriptions.bucket_ref(first["input"]))} == {
+    assert {s["deployment_id"] for s in subscriptions.subscribers(subscriptions.bucket_ref(UPLOADS))} == {
         "d-1", "d-2"}
 
-    subscriptions.unsubscribe(first, keys)
+    subscriptions.unsubscribe("d-1", UPLOADS, subscriptions.NOTIFICATIONS, keys)
     assert sorted(item["Id"] for item in _configuration(s3)["QueueConfigurations"]) == ["tfbatch-uploads",
                                                                                        "their-own"]
-    subscriptions.unsubscribe(second, keys)
+    subscriptions.unsubscribe("d-2", UPLOADS, subscriptions.NOTIFICATIONS, keys)
     assert [item["Id"] for item in _configuration(s3)["QueueConfigurations"]] == ["their-own"]
 
 
 def test_a_store_the_service_cannot_reach_is_polled(aws_mock):
-    external = _deployment("d-3")
-    external["input"]["url"] = "https://s3.eu.cloud-object-storage.example"
-    assert subscriptions.subscribe(external, {"access_key": "a", "secret_key": "b"}) == subscriptions.POLLING
-    assert not subscriptions.subscribers(subscriptions.bucket_ref(external["input"]))
+    external = Location("uploads", url="https://s3.eu.cloud-object-storage.example")
+    assert subscriptions.subscribe("i-1", "d-3", external, {"access_key": "a", "secret_key": "b"}) == \
+        subscriptions.POLLING
+    assert not subscriptions.subscribers(subscriptions.bucket_ref(external))
 
 
 def test_tasks_queue_sends_repeated_failures_to_the_dead_letter_queue(aws_mock):

@@ -13,6 +13,7 @@ from chalicelib.core.clock import now_iso
 from chalicelib.core.errors import BadRequest, Conflict, NotFound, field
 from chalicelib.core.settings import get_settings
 from chalicelib.state import connections, deployments, instances, models, subscriptions
+from chalicelib.state.connections import Location
 from chalicelib.state.deployments import choose_signature
 
 
@@ -25,30 +26,25 @@ def _check_batchable(signature: dict) -> None:
                              "dimension to score batches.", target=field("signature_name"))
 
 
-def _location(connection, place) -> dict:
-    return {"type": connection.type, "bucket": place.bucket, "prefix": place.prefix,
-            "url": connection.connection.url.rstrip("/"), "region": connection.connection.region}
+def _location(connection, place) -> Location:
+    return Location(place.bucket, place.prefix, connection.connection.url.rstrip("/"),
+                    connection.connection.region or "", connection.type)
 
 
-def _check_locations(source: dict, target: dict) -> None:
+def _check_locations(source: Location, target: Location) -> None:
     """Results must never be read back as inputs (each would be scored again, in a loop): the
     output may lie inside the input (its keys are then skipped), never the input inside the
     output. One bucket written two ways (URL case, port, slash, path or virtual-host style) is
     one bucket (connections.same_bucket)."""
     if not connections.same_bucket(source, target):
         return
-    both = f"input {_describe(source)} and output {_describe(target)} are the same bucket"
-    if not target["prefix"]:
+    both = f"input {source.describe()} and output {target.describe()} are the same bucket"
+    if not target.prefix:
         raise BadRequest(f"The {both}: give output.target.prefix (e.g. 'predictions/') so results are never "
                          "read back as inputs.", target=field("output.target.prefix"))
-    if source["prefix"].startswith(target["prefix"]):
+    if source.prefix.startswith(target.prefix):
         raise BadRequest(f"The {both}, and the input prefix lies inside the output prefix: results would be "
                          "read back as inputs. Use separate prefixes.", target=field("input.source.prefix"))
-
-
-def _describe(location: dict) -> str:
-    where = f" at {location['url']}" if location.get("url") else ""
-    return f"(bucket '{location['bucket']}', prefix '{location['prefix']}'{where})"
 
 
 def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
@@ -85,7 +81,7 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
         "archive_sha256": latest.get("archive_sha256", ""),
         "model": {key: model.get(key, "") for key in ("name", "description", "author", "created_at",
                                                       "model_type", "runtime_environment")},
-        "signature": signature, "input": source, "output": target,
+        "signature": signature, "input": source.as_item(), "output": target.as_item(),
         "status": deployments.INITIALIZING, "scored": 0, "failed": 0, "pending": 0,
         "created_at": now, "modified_at": now,
     }
@@ -96,7 +92,7 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
     deployments.put_new(item)
     # Subscribe before the first run lists the bucket, so no upload falls between the two;
     # a file seen both ways is scored once (the ledger).
-    item["trigger"] = subscriptions.subscribe(item, keys["input"])
+    item["trigger"] = subscriptions.subscribe(instance_id, deployment_id, source, keys["input"])
     deployments.set_trigger(instance_id, deployment_id, item["trigger"])
     tasks.send(tasks.SCORE_DEPLOYMENT, instance_id=instance_id, deployment_id=deployment_id)
     return views.deployment(item, call.base_url)
@@ -120,7 +116,8 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
     item = deployments.load(instance_id, deployment_id, model_id)
     if not deployments.remove(instance_id, deployment_id):
         raise NotFound(f"Deployment {deployment_id} does not exist.")
-    subscriptions.unsubscribe(item, connections.load_keys(deployment_id)["input"])
+    subscriptions.unsubscribe(deployment_id, Location.from_item(item["input"]), item.get("trigger", ""),
+                              connections.load_keys(deployment_id)["input"])
     connections.delete_keys(deployment_id)
     instances.add(instance_id, "deployment_count", -1)
     models.add_deployments(instance_id, item["model_id"], -1)

@@ -36,6 +36,7 @@ from chalicelib.core import archives, aws
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import savedmodel
 from chalicelib.scoring.formats import Batch
+from chalicelib.state.deployments import Deployment
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 Outputs = dict[str, np.ndarray]  # one file's rows of each output tensor
@@ -56,10 +57,12 @@ class StoredArchive:
     sha256: str
 
     @classmethod
-    def of(cls, item: dict) -> StoredArchive:
-        """From a version item, or a deployment item (which copies its version's fields). An
-        item from before digests were recorded gets none, and its archive is refused at load."""
-        return cls(item["version_id"], item["archive_key"], item.get("archive_sha256", ""))
+    def of(cls, version: dict | Deployment) -> StoredArchive:
+        """From a version item, or a deployment (which copies its version's fields). An item
+        from before digests were recorded gets none, and its archive is refused at load."""
+        if isinstance(version, Deployment):
+            return cls(version.version_id, version.archive_key, version.archive_sha256)
+        return cls(version["version_id"], version["archive_key"], version.get("archive_sha256", ""))
 
 
 class ModelCallTimeout(Exception):

@@ -1,12 +1,15 @@
-"""Scoring a deployment's backlog: every input in its location that the ledger has no result for.
+"""One deployment's run: its backlog (every input in its location that the ledger has no result
+for), or the uploads that bucket notifications announced.
 
 The run holds the deployment's lease (or its shard's), streams the listing and works in groups
-of `files_per_output` files, so memory stays bounded however many files there are: fetch the
-group concurrently and parse each file (ahead, in a thread), score the good ones in joined
-model calls, then (behind, in another thread) record the group's intent in the ledger, write
-one predictions file and one errors file, and commit. A bad file only ever costs itself (an
-error element); the run ends FAILED only when nothing can be scored: the model does not load,
-or the input cannot be listed, or the output cannot be written.
+of `files_per_output` files, so memory stays bounded however many files there are, in three
+overlapping stages: fetch and parse a group (ahead, in a thread: `_fetch_and_parse`), score it
+in joined model calls (`_score_group`), then write and commit it (behind, in another thread:
+`_write_and_commit`, which follows chalicelib.scoring.exactly_once). A pass over the bucket ends
+with `_succeed_with_recount`; uploads that arrive meanwhile ask for another pass (`_sweep`). A
+bad file only ever costs itself (an error element); the run ends FAILED (`_mark_failed`) only
+when nothing can be scored: the model does not load, or the input cannot be listed, or the
+output cannot be written.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ PREFETCH_GROUPS = 2  # groups fetched and parsed ahead of the one being scored
 FINISHING_GROUPS = 2  # scored groups waiting for their files to be written and committed
 
 
-class Fatal(Exception):
+class Fatal(leases.RunStopped):
     """Nothing can be scored; the message is the deployment's failure reason."""
 
 
@@ -59,14 +62,14 @@ class DeploymentRun:
         self.instance_id, self.deployment_id = instance_id, deployment_id
         connections.serve_only(instance_id)
         keys = connections.load_keys(deployment_id)
-        self.source, self.target = self.item["input"], self.item["output"]
+        self.deployment = deployments.Deployment.from_item(self.item)
+        self.source, self.target = self.deployment.input, self.deployment.output
         self.inputs_store = connections.object_store(self.source, keys["input"], side="input")
         self.outputs_store = connections.object_store(self.target, keys["output"], side="output")
         self.files = outputs.ResultFiles(self.outputs_store)
-        signature = self.item["signature"]
-        self.signature_name = signature["name"]
-        self.specs = [TensorSpec.from_signature(tensor) for tensor in signature["inputs"]]
-        self.ledger = Ledger(instance_id, deployment_id, self.item["version_id"])
+        self.signature_name = self.deployment.signature_name
+        self.specs = [TensorSpec.from_signature(tensor) for tensor in self.deployment.signature["inputs"]]
+        self.ledger = Ledger(instance_id, deployment_id, self.deployment.version_id)
         self.summary = Summary()
         self.model: Future | None = None  # of engine.Model: it loads while the run lists and fetches
         # (key, etag) known to be done, so later passes over the bucket skip them without asking
@@ -81,15 +84,15 @@ class DeploymentRun:
         `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
         scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
         self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
-        return self._work(self._backlog, scope, fields={"path": deployments.BACKLOG})
+        return self._under_lease(self._backlog, scope, fields={"path": deployments.BACKLOG})
 
     def score(self, uploads: list[Input]) -> Summary:
         """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
-        return self._work(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
+        return self._under_lease(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
 
-    def _work(self, steps, scope: str, fields: dict) -> Summary:
-        self.model = engine.model(engine.StoredArchive.of(self.item), self.signature_name)
-        if not self._take(scope):
+    def _under_lease(self, steps, scope: str, fields: dict) -> Summary:
+        self.model = engine.model(engine.StoredArchive.of(self.deployment), self.signature_name)
+        if not self._take_lease(scope):
             return self.summary
         try:
             if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
@@ -97,15 +100,15 @@ class DeploymentRun:
                 return self.summary
             steps()
             self._loaded_model()  # a model that cannot load fails the deployment, files or not
-        except (DeploymentDeleted, leases.LeaseLost) as error:
-            logger.info("run stopped", extra={"deployment_id": self.deployment_id, "reason": str(error)})
         except Fatal as error:
-            self._fail(str(error))
+            self._mark_failed(str(error))
+        except leases.RunStopped as error:  # the lease is lost or the deployment deleted: stop, write nothing more
+            logger.info("run stopped", extra={"deployment_id": self.deployment_id, "reason": str(error)})
         finally:
             self.lease.abandon()  # nothing to do when it was released
         return self.summary
 
-    def _take(self, scope: str) -> bool:
+    def _take_lease(self, scope: str) -> bool:
         """Hold the scope's lease. False when its holder took the work over (it passes over the
         bucket once more), or the deployment is gone."""
         self.lease = leases.Lease(self.instance_id, self.deployment_id, scope)
@@ -139,7 +142,7 @@ class DeploymentRun:
                 self.summary.status = deployments.IN_PROGRESS
                 return
             self.shard, self.fresh = None, False  # the other shards' results are in the ledger now
-            if not self._take(leases.ALL):
+            if not self._take_lease(leases.ALL):
                 return
         self._sweep()
 
@@ -148,12 +151,12 @@ class DeploymentRun:
         that found the lease taken). During a burst, passes are at least RESCAN_PAUSE apart, so
         each finds a batch of new files."""
         while True:
-            self.lease.check()  # a finish refused by the fence comes back here: stop once the lease is known lost
+            self.lease.check()  # a success refused by the fence comes back here: stop once the lease is known lost
             started = time.monotonic()
             deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
                                    fields={"rescan": False}, fence=self.lease.fence())
             self._pass()
-            if self._finish() and self.lease.release(unless_rescan=True):
+            if self._succeed_with_recount() and self.lease.release(unless_rescan=True):
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
@@ -163,15 +166,15 @@ class DeploymentRun:
         groups = pipeline.groups(self._listing(), self.settings.files_per_output)
         with pipeline.InOrder(FINISHING_GROUPS) as finishing:
             waiting = time.perf_counter()
-            for prepared in pipeline.prefetched(self._prepared(groups), PREFETCH_GROUPS):
+            for prepared in pipeline.prefetched(self._parsed_groups(groups), PREFETCH_GROUPS):
                 self.summary.seconds["waiting_for_inputs"] += time.perf_counter() - waiting
-                self._complete(prepared, finishing.submit)
+                self._score_group(prepared, finishing.submit)
                 waiting = time.perf_counter()
 
     def _uploads(self, uploads: list[Input]) -> None:
         with pipeline.InOrder(FINISHING_GROUPS) as finishing:
-            for prepared in self._prepared(pipeline.groups(uploads, self.settings.files_per_output)):
-                self._complete(prepared, finishing.submit)
+            for prepared in self._parsed_groups(pipeline.groups(uploads, self.settings.files_per_output)):
+                self._score_group(prepared, finishing.submit)
         if not self.lease.release(unless_rescan=True):
             self._sweep()  # uploads were handed over to us meanwhile: find them by listing
             return
@@ -180,7 +183,7 @@ class DeploymentRun:
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
                                                     "scored": self.summary.scored, "failed": self.summary.failed})
 
-    def _finish(self) -> bool:
+    def _succeed_with_recount(self) -> bool:
         """SUCCESS, with counters taken from the ledger (exact even after crashed runs); False
         when uploads asked for another pass meanwhile. A pass that ended under the lease leaves
         nothing pending."""
@@ -215,7 +218,7 @@ class DeploymentRun:
     def _ids(self) -> dict[str, str]:
         return {"instance_id": self.instance_id, "deployment_id": self.deployment_id}
 
-    def _fail(self, reason: str) -> Summary:
+    def _mark_failed(self, reason: str) -> Summary:
         logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
         # While the lease is held, only its holder may fail the deployment (a late scorer fails
         # nothing); a run that gave its lease back in order may still report a model that never loaded.
@@ -226,7 +229,7 @@ class DeploymentRun:
 
     # -- listing ---------------------------------------------------------------------------
     def _listing(self) -> Iterator[Input]:
-        prefix = self.source["prefix"]
+        prefix = self.source.prefix
         try:
             for chunk in obstore.list(self.inputs_store, prefix=prefix or None, chunk_size=1000):
                 for meta in chunk:
@@ -235,17 +238,17 @@ class DeploymentRun:
                         yield Input(meta["path"], normal_etag(meta.get("e_tag")), meta["size"],
                                     meta["path"][len(prefix):])
         except (StoreError, OSError) as error:
-            raise Fatal(f"The input bucket '{self.source['bucket']}' could not be listed: {_reason(error)}") from None
+            raise Fatal(f"The input bucket '{self.source.bucket}' could not be listed: {_reason(error)}") from None
 
     # -- one group: prepared (fetch, parse) ahead of being scored, then written and committed behind
-    def _prepared(self, groups) -> Iterator[Prepared]:
+    def _parsed_groups(self, groups) -> Iterator[Prepared]:
         for group in groups:
             with self.summary.timed("prepare"):
-                prepared = self._prepare(group)
+                prepared = self._fetch_and_parse(group)
             if prepared is not None:
                 yield prepared
 
-    def _prepare(self, group: list[Input]) -> Prepared | None:
+    def _fetch_and_parse(self, group: list[Input]) -> Prepared | None:
         """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
         it runs ahead of the model in its own thread."""
         self.lease.beat()  # listing and skipping what is done is progress too
@@ -264,10 +267,10 @@ class DeploymentRun:
         parsed = pipeline.parse_group(self.inputs_store, todo, self.specs, self.signature_name,
                                       max_bytes=self.settings.max_input_bytes,
                                       concurrency=self.settings.fetch_concurrency)
-        return Prepared(parsed, f"{self.target['prefix']}predictions-{batch_id}.json",
-                        f"{self.target['prefix']}errors-{batch_id}.json")
+        return Prepared(parsed, f"{self.target.prefix}predictions-{batch_id}.json",
+                        f"{self.target.prefix}errors-{batch_id}.json")
 
-    def _complete(self, prepared: Prepared, later) -> None:
+    def _score_group(self, prepared: Prepared, later) -> None:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
         finishing thread), so the model goes on with the next group meanwhile."""
         self.lease.check()
@@ -289,9 +292,9 @@ class DeploymentRun:
                 planned.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, outcome.error.code,
                                      str(outcome.error)))
         documents = {prepared.predictions_key: scored.predictions, prepared.errors_key: scored.errors}
-        later(lambda: self._finish_group(planned, documents, scored.model_seconds))
+        later(lambda: self._write_and_commit(planned, documents, scored.model_seconds))
 
-    def _finish_group(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
+    def _write_and_commit(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
         """Intent, files, commit (exactly_once.finish); then this run's tally and the event."""
         with self._store_errors():
             exactly_once.finish(self.ledger, self.lease, self.files, held, documents, model_seconds=model_seconds,
@@ -301,7 +304,7 @@ class DeploymentRun:
         scored = sum(1 for entry in held if entry.status == SCORED)
         self.summary.count(scored, len(held) - scored, sum(entry.records for entry in held if entry.status == SCORED))
         events.publish(events.RESULTS_WRITTEN, {
-            **self._ids(), "bucket": self.target["bucket"], "scored": scored, "failed": len(held) - scored,
+            **self._ids(), "bucket": self.target.bucket, "scored": scored, "failed": len(held) - scored,
             "output_keys": sorted({entry.output_key for entry in held}),
         })
 
@@ -318,7 +321,7 @@ class DeploymentRun:
         try:
             yield
         except (StoreError, OSError) as error:
-            raise Fatal(f"The output bucket '{self.target['bucket']}' could not be written: {_reason(error)}") from None
+            raise Fatal(f"The output bucket '{self.target.bucket}' could not be written: {_reason(error)}") from None
 
 
 def _reason(error: Exception) -> str:
@@ -332,11 +335,11 @@ def normal_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
 
-def is_input(location: dict, output: dict, key: str) -> bool:
+def is_input(location: connections.Location, output: connections.Location, key: str) -> bool:
     """Whether a key in the input bucket is one of the deployment's inputs."""
-    if not key.startswith(location["prefix"]) or key.endswith("/") or connections.WRITE_CHECK_MARK in key:
+    if not key.startswith(location.prefix) or key.endswith("/") or connections.WRITE_CHECK_MARK in key:
         return False
-    return not (connections.same_bucket(location, output) and key.startswith(output["prefix"]))
+    return not (connections.same_bucket(location, output) and key.startswith(output.prefix))
 
 
 def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None = None) -> DeploymentRun | Summary:
@@ -367,7 +370,7 @@ def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str,
     run = open_run(instance_id, deployment_id)
     if isinstance(run, Summary):
         return run
-    prefix = run.source["prefix"]
+    prefix = run.source.prefix
     inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, etag, size in uploads
               if is_input(run.source, run.target, key)]
     return run.score(inputs) if inputs else run.summary

@@ -27,6 +27,7 @@ from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import backlog
 from chalicelib.state import deployments, leases, subscriptions
+from chalicelib.state.connections import Location
 
 
 class UploadsNotScored(Exception):
@@ -54,8 +55,7 @@ def _score_uploads(bodies: dict[str, dict]) -> set[str]:
     for message_id, body in bodies.items():
         for bucket, key, etag, size in _uploads(body):
             if bucket not in subscribers:
-                subscribers[bucket] = subscriptions.subscribers(subscriptions.bucket_ref({"url": store,
-                                                                                         "bucket": bucket}))
+                subscribers[bucket] = subscriptions.subscribers(subscriptions.bucket_ref(Location(bucket, url=store)))
             for subscriber in subscribers[bucket]:
                 deployment = (subscriber["instance_id"], subscriber["deployment_id"])
                 groups[deployment].append((key, etag, size))

@@ -44,6 +44,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,16 +92,43 @@ _AWS_S3 = ("https", "s3.amazonaws.com", 443)
 _AWS_S3_HOST = re.compile(r"^(?:(?P<bucket>.+)\.)?s3(?:[.-](?:dualstack\.)?[a-z0-9-]+)?\.amazonaws\.com$")
 
 
-def same_bucket(first: dict, second: dict) -> bool:
+@dataclass(frozen=True)
+class Location:
+    """A bucket and prefix in a store, as a deployment names its input or output. The store is
+    AWS S3 (`url` empty) or an S3-compatible endpoint; keys are never part of a location (they
+    live in Secrets Manager). Kept in the deployment item as a map: `as_item`, `from_item`."""
+
+    bucket: str
+    prefix: str = ""
+    url: str = ""
+    region: str = ""  # empty: the service's region
+    type: str = "s3"  # as the request named the connection type (s3, cloudobjectstorage)
+
+    @classmethod
+    def from_item(cls, raw: Mapping[str, Any]) -> Location:
+        return cls(raw["bucket"], raw.get("prefix") or "", raw.get("url") or "", raw.get("region") or "",
+                   raw.get("type") or "s3")
+
+    def as_item(self) -> dict[str, str]:
+        return {"type": self.type, "bucket": self.bucket, "prefix": self.prefix, "url": self.url,
+                "region": self.region}
+
+    def describe(self) -> str:
+        """The location as error messages name it."""
+        where = f" at {self.url}" if self.url else ""
+        return f"(bucket '{self.bucket}', prefix '{self.prefix}'{where})"
+
+
+def same_bucket(first: Location, second: Location) -> bool:
     """Whether two locations name one bucket, however their URLs are written: scheme and host in
     any case, a default port or none, a trailing slash, path or virtual-host style (the bucket
     in the host), and every AWS S3 endpoint (no URL, global or regional) as one store."""
     return _bucket_identity(first) == _bucket_identity(second)
 
 
-def _bucket_identity(location: dict) -> tuple:
-    bucket = location["bucket"].lower()
-    url = endpoint(location.get("url") or "")
+def _bucket_identity(location: Location) -> tuple:
+    bucket = location.bucket.lower()
+    url = endpoint(location.url)
     if url is None:
         return (*_AWS_S3, bucket)
     parts = urlsplit(url if "://" in url else f"https://{url}")
@@ -277,13 +306,12 @@ def _refused(side: str | None, message: str) -> EndpointRefused:
                            target={"type": "field", "name": side} if side else None)
 
 
-def s3_client(location: dict, keys: dict, *, side: str | None = None) -> Any:
+def s3_client(location: Location, keys: dict, *, side: str | None = None) -> Any:
     """boto3 on the user's store with the user's keys (control plane: checks, notifications).
     The endpoint is checked again first: its DNS may have changed since creation."""
-    url = endpoint(location.get("url", ""))
+    url = endpoint(location.url)
     check_endpoint(side, url or "")
-    return _s3_client(url, location.get("region") or get_settings().region,
-                      keys["access_key"], keys["secret_key"])
+    return _s3_client(url, location.region or get_settings().region, keys["access_key"], keys["secret_key"])
 
 
 @caches.per_process(maxsize=32)
@@ -306,8 +334,8 @@ def _no_region_redirect(request_dict: dict, **_: Any) -> None:
         redirect["redirected"] = True
 
 
-def _refusal(side: str, action: str, location: dict, error: Exception) -> BadRequest:
-    where = f"bucket '{location['bucket']}'" + (f" at {location['url']}" if location.get("url") else "")
+def _refusal(side: str, action: str, location: Location, error: Exception) -> BadRequest:
+    where = f"bucket '{location.bucket}'" + (f" at {location.url}" if location.url else "")
     if isinstance(error, ClientError):
         detail = f"{error.response['Error'].get('Code', 'Error')}: {error.response['Error'].get('Message', '')}"
     else:
@@ -317,20 +345,20 @@ def _refusal(side: str, action: str, location: dict, error: Exception) -> BadReq
                       code=f"{side}_connection_failed", target={"type": "field", "name": side})
 
 
-def check_input(location: dict, keys: dict) -> None:
+def check_input(location: Location, keys: dict) -> None:
     client = s3_client(location, keys, side="input")  # checks the endpoint first
     try:
-        client.list_objects_v2(Bucket=location["bucket"], Prefix=location["prefix"], MaxKeys=1)
+        client.list_objects_v2(Bucket=location.bucket, Prefix=location.prefix, MaxKeys=1)
     except (ClientError, BotoCoreError) as error:
         raise _refusal("input", "listing", location, error) from None
 
 
-def check_output(location: dict, keys: dict) -> None:
+def check_output(location: Location, keys: dict) -> None:
     client = s3_client(location, keys, side="output")  # checks the endpoint first
-    probe = f"{location['prefix']}{WRITE_CHECK_MARK}{uuid.uuid4().hex}"
+    probe = f"{location.prefix}{WRITE_CHECK_MARK}{uuid.uuid4().hex}"
     try:
-        client.put_object(Bucket=location["bucket"], Key=probe, Body=b"")
-        client.delete_object(Bucket=location["bucket"], Key=probe)
+        client.put_object(Bucket=location.bucket, Key=probe, Body=b"")
+        client.delete_object(Bucket=location.bucket, Key=probe)
     except (ClientError, BotoCoreError) as error:
         raise _refusal("output", "writing to", location, error) from None
 
@@ -386,17 +414,17 @@ def delete_keys(deployment_id: str) -> None:
         pass
 
 
-def object_store(location: dict, keys: dict, *, side: str | None = None):
+def object_store(location: Location, keys: dict, *, side: str | None = None):
     """An obstore S3Store on the location's bucket (data path: lists, gets and puts).
 
     Stores are kept per process by bucket, endpoint and keys: a warm invocation reuses its
     client and open connections instead of paying for a new client (about 10 ms here) and new
     connections (a TLS handshake each on AWS) on every run. The endpoint is checked again at
     each opening (its DNS may have changed since creation), from the cached verdict when fresh."""
-    url = endpoint(location.get("url", ""))
+    url = endpoint(location.url)
     check_endpoint(side, url or "")
-    return _store(location["bucket"], url,
-                  location.get("region") or get_settings().region, keys["access_key"], keys["secret_key"])
+    return _store(location.bucket, url, location.region or get_settings().region, keys["access_key"],
+                  keys["secret_key"])
 
 
 @caches.per_process(maxsize=32)

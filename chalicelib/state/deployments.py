@@ -6,6 +6,7 @@ signature, locations without keys), so a run never depends on the model item sta
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from boto3.dynamodb.conditions import Attr
@@ -15,6 +16,7 @@ from chalicelib.core.clock import now_iso
 from chalicelib.core.errors import BadRequest, NotFound, field
 from chalicelib.core.settings import get_settings
 from chalicelib.state import leases, pages, subscriptions
+from chalicelib.state.connections import Location
 
 
 class Status(StrEnum):
@@ -35,6 +37,35 @@ class ScoringPath(StrEnum):
 
 INITIALIZING, IN_PROGRESS, SUCCESS, FAILED = Status
 BACKLOG, UPLOADS = ScoringPath
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What scoring reads of a deployment item, typed and read from the item in one place. (The
+    API's views render the item itself: they show every field, counters included.)"""
+
+    instance_id: str
+    deployment_id: str
+    model_id: str
+    version_id: str
+    archive_key: str
+    archive_sha256: str  # empty on items from before digests: such an archive is refused at load
+    signature: dict  # the chosen serving signature: name, inputs and outputs with dtypes and shapes
+    input: Location
+    output: Location
+    status: Status
+    trigger: str = ""  # how new files are found (subscriptions.NOTIFICATIONS or POLLING)
+
+    @classmethod
+    def from_item(cls, item: dict) -> Deployment:
+        return cls(item["instance_id"], item["deployment_id"], item["model_id"], item["version_id"],
+                   item["archive_key"], item.get("archive_sha256", ""), item["signature"],
+                   Location.from_item(item["input"]), Location.from_item(item["output"]), Status(item["status"]),
+                   item.get("trigger", ""))
+
+    @property
+    def signature_name(self) -> str:
+        return self.signature["name"]
 
 
 def _table():

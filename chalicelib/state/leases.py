@@ -33,7 +33,13 @@ ALL = "all"
 _ATTEMPTS = 1000  # optimistic retries (and seconds of waiting) before giving up
 
 
-class LeaseLost(Exception):
+class RunStopped(Exception):
+    """What stops a scorer before its work is done, as one family: the lease is lost, the
+    deployment was deleted (ledger.DeploymentDeleted), or nothing can be scored (the runner's
+    Fatal). A run catches this family in one place; anything else is a bug and propagates."""
+
+
+class LeaseLost(RunStopped):
     """The lease could not be renewed (expired, taken over, or the deployment was deleted)."""
 
 

@@ -28,7 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from chalicelib.core import aws
 from chalicelib.core.log import logger
 from chalicelib.core.settings import MAX_FILES_PER_OUTPUT, get_settings
-from chalicelib.state.leases import LeaseLost
+from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
 _ENTRIES_PER_INTENT = 100  # keeps an intent item under DynamoDB's 400 KB with 1 KB keys and messages
@@ -42,7 +42,7 @@ _TRANSACTION_ATTEMPTS = 8
 _serialize = TypeSerializer().serialize
 
 
-class DeploymentDeleted(Exception):
+class DeploymentDeleted(RunStopped):
     """The deployment was deleted while it was being scored: stop, keep what was written."""
 
 

@@ -20,6 +20,7 @@ from chalicelib.core import aws
 from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.state import connections
+from chalicelib.state.connections import Location
 
 CONFIGURATION_ID = "tfbatch-uploads"
 NOTIFICATIONS, POLLING = "notifications", "polling"
@@ -30,14 +31,14 @@ def _table():
     return aws.table(get_settings().subscriptions_table)
 
 
-def bucket_ref(location: dict) -> str:
+def bucket_ref(location: Location) -> str:
     """Buckets are named per store: the same name at two endpoints is two buckets."""
-    return f"{location['url'] or 's3'}|{location['bucket']}"
+    return f"{location.url or 's3'}|{location.bucket}"
 
 
-def _service_store(location: dict) -> bool:
+def _service_store(location: Location) -> bool:
     """Only buckets in the service's own S3 can notify the service's queue."""
-    return (location["url"] or None) == get_settings().aws_endpoint
+    return (location.url or None) == get_settings().aws_endpoint
 
 
 def _queue_arn() -> str:
@@ -51,43 +52,41 @@ def _configuration(s3, bucket: str) -> dict:
     return current
 
 
-def subscribe(deployment: dict, keys: dict) -> str:
+def subscribe(instance_id: str, deployment_id: str, location: Location, keys: dict) -> str:
     """Route the input bucket's uploads to the queue; returns the mode the deployment runs in."""
-    location = deployment["input"]
     if not _service_store(location):
         return POLLING
     s3 = connections.s3_client(location, keys)
     try:
-        current = _configuration(s3, location["bucket"])
+        current = _configuration(s3, location.bucket)
         queues = current.get("QueueConfigurations", [])
         if not any(item.get("Id") == CONFIGURATION_ID for item in queues):
             current["QueueConfigurations"] = queues + [
                 {"Id": CONFIGURATION_ID, "QueueArn": _queue_arn(), "Events": ["s3:ObjectCreated:*"]}]
-            s3.put_bucket_notification_configuration(Bucket=location["bucket"], NotificationConfiguration=current)
+            s3.put_bucket_notification_configuration(Bucket=location.bucket, NotificationConfiguration=current)
     except (ClientError, BotoCoreError) as error:
         logger.warning("bucket notifications unavailable; polling instead",
-                       extra={"bucket": location["bucket"], "reason": type(error).__name__})
+                       extra={"bucket": location.bucket, "reason": type(error).__name__})
         return POLLING
-    _table().put_item(Item={"bucket_ref": bucket_ref(location), "deployment_id": deployment["deployment_id"],
-                            "instance_id": deployment["instance_id"]})
+    _table().put_item(Item={"bucket_ref": bucket_ref(location), "deployment_id": deployment_id,
+                            "instance_id": instance_id})
     return NOTIFICATIONS
 
 
-def unsubscribe(deployment: dict, keys: dict) -> None:
-    location = deployment["input"]
+def unsubscribe(deployment_id: str, location: Location, trigger: str, keys: dict) -> None:
     ref = bucket_ref(location)
-    _table().delete_item(Key={"bucket_ref": ref, "deployment_id": deployment["deployment_id"]})
-    if deployment.get("trigger") != NOTIFICATIONS or subscribers(ref):
+    _table().delete_item(Key={"bucket_ref": ref, "deployment_id": deployment_id})
+    if trigger != NOTIFICATIONS or subscribers(ref):
         return
     s3 = connections.s3_client(location, keys)
     try:
-        current = _configuration(s3, location["bucket"])
+        current = _configuration(s3, location.bucket)
         current["QueueConfigurations"] = [item for item in current.get("QueueConfigurations", [])
                                           if item.get("Id") != CONFIGURATION_ID]
-        s3.put_bucket_notification_configuration(Bucket=location["bucket"], NotificationConfiguration=current)
+        s3.put_bucket_notification_configuration(Bucket=location.bucket, NotificationConfiguration=current)
     except (ClientError, BotoCoreError) as error:  # the bucket may be gone already
         logger.warning("could not remove the bucket notification",
-                       extra={"bucket": location["bucket"], "reason": type(error).__name__})
+                       extra={"bucket": location.bucket, "reason": type(error).__name__})
 
 
 def subscribers(ref: str) -> list[dict]:
