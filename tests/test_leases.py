@@ -104,7 +104,7 @@ def test_a_burst_queues_one_run_and_otherwise_only_owes_passes(deployment):
     assert _item(deployment)["path"] == deployments.BACKLOG
     holder = _lease()
     assert holder.acquire()  # the queued run starts and clears the flag for its pass
-    deployments.set_status("i-1", "d-1", deployments.IN_PROGRESS, fields={"rescan": False})
+    deployments.start_pass("i-1", "d-1", holder.fence())
     assert not deployments.owe_pass("i-1", "d-1")  # the holder owes another pass now
     assert not holder.release(unless_rescan=True)  # so it passes again, clearing the flag
     assert holder.release(unless_rescan=True)

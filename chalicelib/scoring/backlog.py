@@ -41,7 +41,7 @@ def submit(instance_id: str, deployment_id: str, shards: int) -> str:
     if item.get("batch_job_id"):
         jobs = batch.describe_jobs(jobs=[item["batch_job_id"]])["jobs"]
         if jobs and jobs[0]["status"] in _LIVE_JOB_STATES:
-            deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS, fields={"rescan": True})
+            deployments.ask_for_pass(instance_id, deployment_id)
             return "running"
     request = {
         "jobName": f"tfbatch-backlog-{deployment_id}"[:128],
@@ -53,7 +53,7 @@ def submit(instance_id: str, deployment_id: str, shards: int) -> str:
         request["arrayProperties"] = {"size": shards}
     deployments.start_shards(instance_id, deployment_id, shards)  # before any child runs
     job_id = batch.submit_job(**request)["jobId"]
-    deployments.set_status(instance_id, deployment_id, deployments.IN_PROGRESS, fields={"batch_job_id": job_id})
+    deployments.record_batch_job(instance_id, deployment_id, job_id)
     logger.info("backlog submitted to AWS Batch", extra={"deployment_id": deployment_id, "job_id": job_id,
                                                           "shards": shards})
     return "submitted"

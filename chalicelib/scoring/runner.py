@@ -84,19 +84,18 @@ class DeploymentRun:
         `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
         scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
         self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
-        return self._under_lease(self._backlog, scope, fields={"path": deployments.BACKLOG})
+        return self._under_lease(self._backlog, scope, deployments.BACKLOG)
 
     def score(self, uploads: list[Input]) -> Summary:
         """Just these uploads (from bucket notifications); the rest of the bucket is not listed."""
-        return self._under_lease(lambda: self._uploads(uploads), leases.ALL, fields={"path": deployments.UPLOADS})
+        return self._under_lease(lambda: self._uploads(uploads), leases.ALL, deployments.UPLOADS)
 
-    def _under_lease(self, steps, scope: str, fields: dict) -> Summary:
+    def _under_lease(self, steps, scope: str, path: deployments.ScoringPath) -> Summary:
         self.model = engine.model(engine.StoredArchive.of(self.deployment), self.signature_name)
         if not self._take_lease(scope):
             return self.summary
         try:
-            if not deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
-                                          fields=fields, fence=self.lease.fence()):
+            if not deployments.start_run(self.instance_id, self.deployment_id, path, self.lease.fence()):
                 return self.summary
             steps()
             self._loaded_model()  # a model that cannot load fails the deployment, files or not
@@ -153,8 +152,7 @@ class DeploymentRun:
         while True:
             self.lease.check()  # a success refused by the fence comes back here: stop once the lease is known lost
             started = time.monotonic()
-            deployments.set_status(self.instance_id, self.deployment_id, deployments.IN_PROGRESS,
-                                   fields={"rescan": False}, fence=self.lease.fence())
+            deployments.start_pass(self.instance_id, self.deployment_id, self.lease.fence())
             self._pass()
             if self._succeed_with_recount() and self.lease.release(unless_rescan=True):
                 return
@@ -189,9 +187,8 @@ class DeploymentRun:
         nothing pending."""
         counts = self.ledger.recount()
         exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
-        if not deployments.set_status(self.instance_id, self.deployment_id, deployments.SUCCESS,
-                                      fields={**exact, "path": deployments.UPLOADS}, unless_rescan=True,
-                                      fence=self.lease.fence()):
+        if not deployments.succeed(self.instance_id, self.deployment_id, scored=exact["scored"],
+                                   failed=exact["failed"], fence=self.lease.fence()):
             if not self._exists():
                 raise DeploymentDeleted(self.deployment_id)
             return False
@@ -222,8 +219,8 @@ class DeploymentRun:
         logger.warning("deployment failed", extra={"deployment_id": self.deployment_id, "reason": reason})
         # While the lease is held, only its holder may fail the deployment (a late scorer fails
         # nothing); a run that gave its lease back in order may still report a model that never loaded.
-        deployments.set_status(self.instance_id, self.deployment_id, deployments.FAILED, failure=reason,
-                               fence=self.lease.fence() if self.lease.held else None)
+        deployments.fail(self.instance_id, self.deployment_id, reason,
+                         fence=self.lease.fence() if self.lease.held else None)
         self.summary.status = deployments.FAILED
         return self.summary
 
@@ -355,7 +352,7 @@ def open_run(instance_id: str, deployment_id: str, shard: pipeline.Shard | None 
             raise  # a host that did not resolve: the message comes back and is tried again
         # The endpoint now resolves into a private network: no retry will make it callable.
         logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": refused.message})
-        deployments.set_status(instance_id, deployment_id, deployments.FAILED, failure=refused.message)
+        deployments.fail(instance_id, deployment_id, refused.message)
         return Summary(status=deployments.FAILED)
 
 

@@ -120,8 +120,8 @@ def remove(instance_id: str, deployment_id: str) -> bool:
                              ConditionExpression="attribute_exists(deployment_id)")
 
 
-def set_status(instance_id: str, deployment_id: str, status: str, *, failure: str | None = None,
-               fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None) -> bool:
+def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure: str | None = None,
+                fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None) -> bool:
     """Change the status (and set other fields) of a deployment that still exists; False when it
     was deleted, with `unless_rescan` when uploads asked the backlog run for another pass, and
     with a scorer's `fence` (leases.Lease.fence) when that scorer no longer holds its lease."""
@@ -147,6 +147,38 @@ def set_status(instance_id: str, deployment_id: str, status: str, *, failure: st
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression=condition,
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def start_run(instance_id: str, deployment_id: str, path: ScoringPath, fence: dict) -> bool:
+    """A scorer that holds the lease (`fence`) starts: in progress, on this path."""
+    return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"path": path}, fence=fence)
+
+
+def start_pass(instance_id: str, deployment_id: str, fence: dict) -> bool:
+    """The holder starts a pass over the bucket: requests for another pass so far are served by it."""
+    return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"rescan": False}, fence=fence)
+
+
+def succeed(instance_id: str, deployment_id: str, *, scored: int, failed: int, fence: dict) -> bool:
+    """SUCCESS with exact counters (recounted from the ledger, nothing pending), unless uploads
+    asked for another pass meanwhile or the lease is gone; later uploads take the upload path."""
+    return _set_status(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence,
+                       fields={"scored": scored, "failed": failed, "pending": 0, "path": UPLOADS})
+
+
+def fail(instance_id: str, deployment_id: str, reason: str, *, fence: dict | None = None) -> bool:
+    """FAILED with the reason users see; with a `fence`, only while that scorer holds the lease."""
+    return _set_status(instance_id, deployment_id, FAILED, failure=reason, fence=fence)
+
+
+def ask_for_pass(instance_id: str, deployment_id: str) -> bool:
+    """A backlog job is already running: ask it to pass over the bucket once more."""
+    return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"rescan": True})
+
+
+def record_batch_job(instance_id: str, deployment_id: str, job_id: str) -> bool:
+    """The AWS Batch job now scoring the backlog (checked before submitting another)."""
+    return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"batch_job_id": job_id})
 
 
 def owe_pass(instance_id: str, deployment_id: str) -> bool:
