@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "job"
-sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGETS = {"stack_vs_get_ceiling": 0.8, "folder_cpu_vs_in_memory": 1.5, "folder_vs_naive": 10.0,
            "stack_cpu_seconds_per_1000_files": 1.0, "peak_rss_mib": 1024}
@@ -63,7 +62,7 @@ def export_model(kind: str, directory: Path) -> None:
     """`dense`: an MNIST-shaped classifier (784 -> 256 -> 10, seeded weights), the seed's kind of
     model, whose cost per call outweighs its cost per record, as with most models on a GPU.
     `digits`: the demo model, which crops and resizes each image on the CPU first."""
-    import digits_model
+    from examples import digits_model
 
     if kind == "digits":
         digits_model.export(str(directory))
@@ -87,8 +86,9 @@ def export_model(kind: str, directory: Path) -> None:
 
 
 def digits() -> list[bytes]:
-    import digits_model
     import orjson
+
+    from examples import digits_model
 
     images, _ = digits_model.digits_as_mnist(50)
     return [orjson.dumps({"inputs": [image.astype(float).tolist()]}) for image in images]

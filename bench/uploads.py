@@ -33,7 +33,6 @@ import numpy as np
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -100,16 +99,15 @@ class Stack:
 
 
 def digits_archive(directory: str) -> bytes:
-    import digits_model
-
     from chalicelib.core import archives
+    from examples import digits_model
 
     digits_model.export(directory)
     return archives.pack(directory, "digits")
 
 
 def sample(number: int) -> bytes:
-    import digits_model
+    from examples import digits_model
 
     images, _ = digits_model.digits_as_mnist(50)
     return json.dumps({"inputs": [images[number % 50].tolist()]}).encode()

@@ -5,13 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the in-thread moto server's request lines
 

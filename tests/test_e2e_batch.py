@@ -3,7 +3,6 @@ worker scores what is in the bucket, and num_3.json comes out as class 3."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import boto3
@@ -18,7 +17,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.fixture(scope="session")
 def digits_archive(tmp_path_factory) -> bytes:
-    sys.path.insert(0, str(EXAMPLES))
     import digits_model
 
     directory = digits_model.export(str(tmp_path_factory.mktemp("digits") / "digits"))
@@ -39,7 +37,6 @@ def test_seed_batch_walkthrough(local_stack, digits_archive):
              timeout=60).raise_for_status()
     assert stackclient.wait(http, model_url, lambda e: e["status"] != "inspecting")["status"] == "ready"
 
-    sys.path.insert(0, str(EXAMPLES))
     import digits_model
 
     s3 = boto3.client("s3", endpoint_url=store, aws_access_key_id="k", aws_secret_access_key="s",
