@@ -8,7 +8,7 @@ from chalicelib.scoring import worktasks
 from chalicelib.state import instances
 
 app = Chalice(app_name="tfbatch")
-api = V3Api(app)
+api = V3Api(app, binary_types=models.ARCHIVE_TYPES)
 
 INSTANCE = "/v3/wml_instances/{instance_id}"
 MODELS = INSTANCE + "/published_models"
@@ -110,3 +110,6 @@ def handle_tasks(event):
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def poll_stores(event):
     return worktasks.poll_stores()
+
+
+api.refuse_other_methods()  # after the last route: a wrong method gets a v3 405, here and on API Gateway

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_HANDLERS = {"app.handle_tasks"}  # TensorFlow runs here: model inspection and scoring
 SCORING_HANDLER = "app.handle_tasks"
 API_HANDLER = "app.app"  # the only reader of the token signing key
+REST_API = "RestAPI"  # chalice's logical id for the REST API
 EPHEMERAL_STORAGE_RANGE_MB = (512, 10240)  # what Lambda accepts
 FUNCTION = "AWS::Serverless::Function"
 
@@ -101,7 +102,10 @@ def transform(template: dict, stage: str) -> dict:
                 if body["Properties"].get("Handler") == API_HANDLER), {})
     if "Role" not in api:
         raise PackagingError(f"chalice's template has no function with its own role for {API_HANDLER}")
-    added = {**stack.resources_for(settings, stage), **stack.signing_key_readers(api["Role"])}
+    if resources.get(REST_API, {}).get("Type") != "AWS::Serverless::Api":
+        raise PackagingError(f"chalice's template has no {REST_API} to give v3 gateway responses")
+    added = {**stack.resources_for(settings, stage), **stack.signing_key_readers(api["Role"]),
+             **stack.gateway_responses(REST_API)}
     clashes = set(added) & set(resources)
     if clashes:
         raise PackagingError(f"chalice already defines {sorted(clashes)}")

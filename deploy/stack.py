@@ -147,6 +147,35 @@ def _secrets_and_events() -> dict[str, dict]:
     }
 
 
+# What API Gateway answers by itself, in the v3 error shape. The messages are fixed: API
+# Gateway's own (`$context.error.message`) may repeat a hash of the caller's Authorization header
+# for a route it does not have. A method a path lacks never gets here (app.py answers it: 405).
+GATEWAY_ERRORS = {
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "unknown_route", "There is no such route in this API; see the v3 API "
+                                     "reference for its routes."),
+    "INCOMPLETE_SIGNATURE": ("404", "unknown_route", "There is no such route in this API; see the v3 API "
+                             "reference for its routes."),
+    "REQUEST_TOO_LARGE": ("413", "payload_too_large", "The request is larger than API Gateway passes (10 MB); "
+                          "upload large model archives with the two-step upload."),
+    "THROTTLED": ("429", "too_many_requests", "Too many requests; try again shortly."),
+    "DEFAULT_4XX": (None, "bad_request", "The gateway refused the request."),
+    "DEFAULT_5XX": (None, "internal_error", "The gateway could not reach the service; try again shortly."),
+}
+
+
+def gateway_responses(api: str) -> dict[str, dict]:
+    """API Gateway's own answers (GATEWAY_ERRORS) on the REST API `api`, as v3 errors."""
+    out = {}
+    for kind, (status, code, message) in GATEWAY_ERRORS.items():
+        body = json.dumps({"trace": "$context.requestId", "errors": [{"code": code, "message": message}]})
+        out[f"GatewayResponse{kind.title().replace('_', '')}"] = {
+            "Type": "AWS::ApiGateway::GatewayResponse",
+            "Properties": {"RestApiId": _ref(api), "ResponseType": kind,
+                           "ResponseTemplates": {"application/json": body},
+                           **({"StatusCode": status} if status else {})}}
+    return out
+
+
 def _batch(environment: dict[str, Any]) -> dict[str, dict]:
     """A GPU compute environment that scales to zero, its queue, and the job definition that runs
     `tfbatch job run` from the image. AWS Batch's service-linked role manages the instances."""

@@ -237,3 +237,31 @@ def test_malformed_host_header_is_refused(api, tenant):
     created, headers = tenant
     response = api.get(f"/v3/wml_instances/{created.instance_id}", headers={**headers, "Host": "evil/<x>"})
     assert response.status_code == 400 and error_of(response)["target"] == {"type": "header", "name": "Host"}
+
+
+def test_a_method_a_path_lacks_is_a_v3_405_that_names_the_allowed_ones(api, tenant):
+    created, headers = tenant
+    response = api.delete("/v3/identity/token", headers=headers)
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, POST, PUT"
+    error = error_of(response)
+    assert error["code"] == "method_not_allowed" and "GET, POST, PUT" in error["message"]
+    response = api.patch(f"/v3/wml_instances/{created.instance_id}/published_models", headers=headers)
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, POST"
+
+
+def test_a_content_type_a_route_does_not_take_is_a_v3_415(api, tenant):
+    created, headers = tenant
+    response = api.post(f"/v3/wml_instances/{created.instance_id}/published_models",
+                        headers={**headers, "Content-Type": "application/xml"}, body=b"<model/>")
+    assert response.status_code == 415
+    error = error_of(response)
+    assert error["code"] == "unsupported_media_type" and error["target"] == {"type": "header", "name": "Content-Type"}
+    assert "application/json" in error["message"]
+    assert headers["Authorization"] not in response.body.decode()
+
+
+def test_model_archives_are_binary_to_api_gateway():
+    import app as service
+
+    assert {"application/gzip", "application/x-gzip", "application/x-tar", "application/zip",
+            "application/octet-stream"} <= set(service.app.api.binary_types)

@@ -76,3 +76,16 @@ def test_no_secret_in_the_stack_logs(local_stack):
     run_dir = Path(local_stack["env"]["TFBATCH_RUN_DIR"])
     logs = "".join(path.read_text(errors="replace") for path in run_dir.glob("*.log"))
     assert local_stack["password"] not in logs
+
+
+def test_an_unknown_route_is_a_v3_404_that_never_repeats_the_authorization_header(session):
+    url, instance_id, http = session
+    response = http.get(f"{url}/v3/no/such/route?x=1", timeout=10)
+    assert response.status_code == 404
+    data = response.json()
+    assert set(data) == {"trace", "errors"} and data["errors"][0]["code"] == "unknown_route"
+    assert "/v3/no/such/route" in data["errors"][0]["message"]
+    token = http.headers["Authorization"].split(" ", 1)[1]
+    assert token not in response.text
+    wrong_method = http.delete(f"{url}/v3/wml_instances/{instance_id}/published_models", timeout=10)
+    assert wrong_method.status_code == 405 and wrong_method.json()["errors"][0]["code"] == "method_not_allowed"

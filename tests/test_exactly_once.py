@@ -4,6 +4,8 @@ scorer resuming late. The ledger and leases run on moto in-process; result files
 obstore LocalStore, wrapped so that it fails at a chosen write."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from obstore.store import LocalStore
 
@@ -85,7 +87,7 @@ def test_a_group_finished_in_order_counts_once_and_leaves_no_intent(deployment, 
     assert _counts() == {"scored": 2, "failed": 1, "pending": 0}
     assert _usage() == (3, 1.5)
     assert set(_ledger().lookup(["in/a.json", "in/b.json", "in/c.json"])) == {"in/a.json", "in/b.json", "in/c.json"}
-    assert _ledger().intents(None) == []
+    assert _ledger().intents() == []
     lease.release(unless_rescan=False)
 
 
@@ -117,7 +119,7 @@ def test_a_scorer_stopped_at_any_step_is_finished_by_the_next_holder(deployment,
     assert _counts() == {"scored": sum(e.status == SCORED for e in adopted),
                          "failed": sum(e.status == FAILED for e in adopted), "pending": 0}
     assert _usage() == ((3, 2.0) if adopted and PREDICTIONS in written else (0, 0.0))
-    assert _ledger().intents(None) == []
+    assert _ledger().intents() == []
     for key in {PREDICTIONS, ERRORS} - written:  # claimed: the stopped scorer can never write them
         assert outputs.holds_records(store, key) is False
         with pytest.raises(leases.LeaseLost):
@@ -160,6 +162,59 @@ def test_a_scorer_that_lost_its_lease_cannot_record_an_intent(deployment, store)
 
 
 def test_a_group_larger_than_one_transaction_is_refused_at_start(settings_env):
-    with pytest.raises(ValueError, match="TFBATCH_FILES_PER_OUTPUT must be between 1 and 9800"):
-        settings_env(TFBATCH_FILES_PER_OUTPUT=10_000)
+    with pytest.raises(ValueError, match="TFBATCH_FILES_PER_OUTPUT must be between 1 and 1000"):
+        settings_env(TFBATCH_FILES_PER_OUTPUT=1001)
         get_settings()
+
+
+def _expire(scope_attribute: str) -> None:
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": "i-1", "deployment_id": "d-1"}, UpdateExpression=f"SET {scope_attribute}.expires = :past",
+        ExpressionAttributeValues={":past": 0})
+
+
+@pytest.mark.parametrize("paused_scope, taker_scope", [
+    (leases.shard_scope(0, 2), leases.ALL), (leases.ALL, leases.shard_scope(1, 2))])
+def test_a_scorer_paused_past_its_lease_is_fenced_off_whichever_scope_takes_over(deployment, store,
+                                                                                  paused_scope, taker_scope):
+    paused = leases.Lease("i-1", "d-1", paused_scope)
+    assert paused.acquire()
+    paused._stop_renewing()  # frozen: it renews nothing while it is paused
+    _expire(f"lease_{paused_scope.replace('-', '_')}")
+    taker = leases.Lease("i-1", "d-1", taker_scope)
+    assert taker.acquire()
+    entries, documents = _group()
+    with pytest.raises(leases.LeaseLost):  # it resumes: its next group is refused at the intent
+        exactly_once.finish(_ledger(), paused, outputs.ResultFiles(store), entries, documents)
+    assert _counts() == {"scored": 0, "failed": 0, "pending": 0}
+    taker.release(unless_rescan=False)
+
+
+def test_a_shard_finishes_intents_no_live_scorer_owns_and_never_a_live_siblings(deployment, store):
+    ledger, entries = _ledger(), _group()[0]
+    siblings = leases.Lease("i-1", "d-1", leases.shard_scope(1, 2))
+    assert siblings.acquire()
+    dead_whole = leases.Lease("i-1", "d-1", leases.ALL)
+    dead_whole.held = True  # as if it had held the whole deployment before the shards started
+    fence_of = {"ConditionExpression": "attribute_exists(deployment_id)", "ExpressionAttributeNames": {},
+                "ExpressionAttributeValues": {}}  # written while their scorers held their leases
+    for scope, token in ((leases.ALL, "t-all"), (leases.shard_scope(1, 2), "t-sibling"),
+                         (leases.shard_scope(0, 3), "t-old-job")):
+        ledger.intend(scope, token, [replace(entry, key=f"{token}/{entry.key}") for entry in entries],
+                      {**fence_of, "ConditionExpression": "attribute_exists(deployment_id)"})
+    shard = leases.Lease("i-1", "d-1", leases.shard_scope(0, 2))
+    assert shard.acquire()
+    finished = exactly_once.recover(ledger, shard, outputs.ResultFiles(store))
+    assert sorted(intent.token for intent in finished) == ["t-all", "t-old-job"]
+    assert [intent.token for intent in ledger.intents()] == ["t-sibling"]  # the live sibling's is left alone
+    shard.release(unless_rescan=False)
+    siblings.release(unless_rescan=False)
+
+
+def test_a_group_never_names_an_input_twice(deployment):
+    lease = _holder()
+    entry = _group()[0][0]
+    with pytest.raises(ValueError, match="names an input twice"):
+        _ledger().intend(lease.scope, "t-1", [entry, entry], lease.fence())
+    assert _counts()["pending"] == 0
+    lease.release(unless_rescan=False)

@@ -42,15 +42,15 @@ def test_a_second_scorer_hands_over_and_the_holder_passes_again_before_releasing
 
 
 def test_shards_hold_leases_side_by_side_but_never_with_the_whole(deployment):
-    first, second = _lease(leases.shard_scope(0)), _lease(leases.shard_scope(1))
+    first, second = _lease(leases.shard_scope(0, 2)), _lease(leases.shard_scope(1, 2))
     assert first.acquire() and second.acquire()
-    assert not _lease(leases.shard_scope(1)).acquire()  # the same shard twice: no
+    assert not _lease(leases.shard_scope(1, 2)).acquire()  # the same shard twice: no
     assert not _lease().acquire()  # the whole deployment while shards run: no
     first.release(unless_rescan=False)
     second.release(unless_rescan=False)
     whole = _lease()
     assert whole.acquire()
-    assert not _lease(leases.shard_scope(0)).acquire()
+    assert not _lease(leases.shard_scope(0, 2)).acquire()
     whole.abandon()
 
 
@@ -147,7 +147,7 @@ def test_a_holder_whose_renewals_fail_is_told_before_its_lease_ends(deployment, 
 def test_a_holder_whose_work_stops_beating_lets_the_lease_go(deployment, settings_env):
     """Renewal follows the work's heartbeats, not a bare timer: stuck work loses the lease."""
     settings_env(TFBATCH_LEASE_SECONDS=1, TFBATCH_MODEL_CALL_SECONDS=1)  # quiet for 2 s at most
-    working, stuck = _lease(leases.shard_scope(0)), _lease(leases.shard_scope(1))
+    working, stuck = _lease(leases.shard_scope(0, 2)), _lease(leases.shard_scope(1, 2))
     assert working.acquire() and stuck.acquire()
     while not stuck.lost.is_set():  # it goes once the quiet limit passes
         working.beat()

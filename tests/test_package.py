@@ -237,3 +237,18 @@ def test_packaging_refuses_a_template_whose_queue_it_does_not_know():
         "Handler": "app.handle_tasks", "CodeUri": "./deployment.zip", "Events": {"Queue": sqs}}}}}
     with pytest.raises(PackagingError, match="someone-elses-queue"):
         transform(chalice_output, "prod")
+
+
+def test_api_gateway_answers_in_the_v3_shape_and_passes_archives_as_bytes(template):
+    responses = {body["Properties"]["ResponseType"]: body["Properties"] for body in template["Resources"].values()
+                 if body["Type"] == "AWS::ApiGateway::GatewayResponse"}
+    assert {"MISSING_AUTHENTICATION_TOKEN", "INCOMPLETE_SIGNATURE", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+    for properties in responses.values():
+        assert properties["RestApiId"] == {"Ref": "RestAPI"}
+        body = json.loads(properties["ResponseTemplates"]["application/json"])
+        assert set(body) == {"trace", "errors"} and body["trace"] == "$context.requestId"
+        assert "$context.error" not in properties["ResponseTemplates"]["application/json"]  # may repeat a header
+    swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    assert {"application/gzip", "application/x-gzip", "application/x-tar", "application/zip"} <= \
+        set(swagger["x-amazon-apigateway-binary-media-types"])

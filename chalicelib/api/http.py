@@ -3,7 +3,11 @@
 Routes are registered through `V3Api.route`, which hands each view a `Call` (the parsed
 request and who made it) and turns every exception into a v3 error body with the request id
 as `trace`. Unexpected exceptions are logged with their traceback and answered with a plain
-500 that leaks nothing.
+500 that leaks nothing. What Chalice answers by itself (415 for a content type a route does
+not take) is rewritten into the same shape, and `refuse_other_methods` answers a method a path
+does not have with a v3 405: API Gateway would otherwise answer it as an unknown route. Unknown
+routes themselves never reach the app: the stack's gateway responses (deploy/stack.py) and the
+local server (chalicelib.local.api_server) answer them with `unknown_route`.
 """
 from __future__ import annotations
 
@@ -22,12 +26,22 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib.api import tokens
-from chalicelib.core.errors import ApiError, BadRequest, Forbidden, Unauthorized, header
+from chalicelib.core.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+    header,
+)
 from chalicelib.core.log import logger
 
 # JSON bodies are parsed from the raw bytes whatever the client labelled them: curl's `-d`
 # sends form encoding by default, and refusing that would only break copied scripts.
 JSON_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")  # what a path answers, if only with a 405
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
@@ -106,11 +120,56 @@ def _json_response(status: int, body: Any, headers: dict[str, str] | None = None
     )
 
 
-class V3Api:
-    """Registers views on a Chalice app with the v3 conventions applied."""
+def unknown_route(method: str, path: str, trace: str) -> tuple[int, dict[str, Any]]:
+    """Status and v3 body for a path the API does not have (the caller's headers never echoed)."""
+    error = NotFound(f"There is no {method} {path[:200]} in this API; see the v3 API reference for its routes.",
+                     code="unknown_route", target={"type": "route", "name": path[:200]})
+    return error.status, error.body(trace)
 
-    def __init__(self, app: Chalice):
+
+class V3Api:
+    """Registers views on a Chalice app with the v3 conventions applied. `binary_types` are the
+    content types API Gateway must pass as bytes (model archives), not as text."""
+
+    def __init__(self, app: Chalice, *, binary_types: list[str] = ()):
         self._app = app
+        app.api.binary_types.extend(kind for kind in binary_types if kind not in app.api.binary_types)
+        app.register_middleware(self._in_v3_shape, "http")
+
+    def refuse_other_methods(self) -> None:
+        """Give every path a v3 405 (with `Allow`) for the methods it does not have. Call once,
+        after the last route: each path is then complete."""
+        for path, entries in list(self._app.routes.items()):
+            allowed = sorted(entries)
+            others = [method for method in METHODS if method not in entries]
+            if others:
+                def refuse(call: Call, allowed: list[str] = allowed, **params: str) -> None:
+                    raise MethodNotAllowed(f"{call.request.method} is not allowed here; this path allows "
+                                           f"{', '.join(allowed)}.", headers={"Allow": ", ".join(allowed)},
+                                           target={"type": "method", "name": call.request.method})
+                self.route(path, methods=others, public=True, content_types=["*/*"])(refuse)
+
+    def _in_v3_shape(self, request: Request, get_response: Callable[[Request], Response]) -> Response:
+        """Chalice's own error answers ({"Code", "Message"}: a content type the route does not
+        take) in the v3 shape, like every other error."""
+        response = get_response(request)
+        body = response.body
+        if response.status_code < 400 or not (isinstance(body, dict) and set(body) == {"Code", "Message"}):
+            return response
+        trace = str(uuid.uuid4())
+        if response.status_code == 415:
+            error: ApiError = UnsupportedMediaType(
+                f"{body['Message']}; send the body as one of: {', '.join(self._content_types(request))}.",
+                target=header("Content-Type"))
+        else:
+            error = ApiError(str(body["Message"]), code=str(body["Code"]).lower())
+            error.status = response.status_code
+        headers = {name: value for name, value in response.headers.items() if name.lower() == "allow"}
+        return _json_response(error.status, error.body(trace), {**headers, **error.headers})
+
+    def _content_types(self, request: Request) -> list[str]:
+        entry = self._app.routes.get(request.context.get("resourcePath", ""), {}).get(request.method)
+        return list(entry.content_types) if entry else JSON_TYPES
 
     def route(self, path: str, *, methods: list[str], status: int = 200, public: bool = False,
               content_types: list[str] | None = None) -> Callable:

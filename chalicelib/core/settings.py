@@ -77,7 +77,7 @@ def _bounded(name: str, default: int, lowest: int, highest: int) -> int:
 
 
 MIB = 1024 * 1024
-MAX_FILES_PER_OUTPUT = 9800  # a group's intent must fit in one ledger transaction (ledger.py)
+MAX_FILES_PER_OUTPUT = 1000  # a group's intent must fit in one ledger transaction (ledger.py)
 EPHEMERAL_STORAGE_MB = 4096  # what the stack (deploy/package.py) gives the image functions unless told otherwise
 TMP_RESERVE_BYTES = 64 * MIB  # /tmp that TensorFlow, Python and the runtime use besides the model copies
 

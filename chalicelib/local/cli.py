@@ -46,6 +46,16 @@ def stack_status() -> None:
 
 
 @app.command()
+def api(host: str = typer.Option("127.0.0.1", help="The address to serve on."),
+        port: int = typer.Option(8000, help="The port to serve on."),
+        stage: str = typer.Option("local", help="The chalice stage whose environment to use.")) -> None:
+    """Serve the API locally, as `chalice local` does, with unknown routes in the v3 error shape."""
+    from chalicelib.local import api_server
+
+    api_server.serve(host, port, stage)
+
+
+@app.command()
 def worker() -> None:
     """Run the local worker: poll the tasks queue and call the Lambda handlers."""
     from chalicelib.local import worker as local_worker

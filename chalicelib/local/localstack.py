@@ -115,8 +115,8 @@ def services() -> list[Service]:
     bin_dir = Path(sys.executable).parent
     return [
         Service("moto", [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(moto_port())]),
-        Service("api", [str(bin_dir / "chalice"), "local", "--stage", "local", "--host", HOST,
-                        "--port", str(api_port()), "--no-autoreload"]),
+        Service("api", [str(bin_dir / "tfbatch"), "api", "--stage", "local", "--host", HOST,
+                        "--port", str(api_port())]),
         Service("worker", [str(bin_dir / "tfbatch"), "worker"]),
     ]
 

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from chalicelib.core.log import logger
-from chalicelib.state.leases import ALL, Lease
+from chalicelib.state.leases import Lease, may_recover
 from chalicelib.state.ledger import Entry, Intent, Ledger
 
 
@@ -67,9 +67,10 @@ def finish(ledger: Ledger, lease: Lease, files: ResultFiles, entries: list[Entry
 
 
 def recover(ledger: Ledger, lease: Lease, files: ResultFiles) -> list[Intent]:
-    """Finish the intents that scorers of this lease's scope left (all of them, for the whole
-    deployment); the intents finished."""
-    intents = ledger.intents(None if lease.scope == ALL else lease.scope)
+    """Finish the intents that stopped scorers left and that this lease may finish
+    (leases.may_recover: every one for the whole deployment; for a shard, its own and those
+    of scopes that cannot be live beside it); the intents finished."""
+    intents = [intent for intent in ledger.intents() if may_recover(lease.scope, intent.scope)]
     written: dict[str, bool] = {}
     for intent in intents:
         lease.beat()

@@ -82,7 +82,7 @@ class DeploymentRun:
     def run(self, wait: bool = False) -> Summary:
         """The whole backlog (or this shard's share of it): every input without a result. With
         `wait`, a dead scorer's lease is waited out instead of handing the work to it."""
-        scope = leases.shard_scope(self.shard.index) if self.shard else leases.ALL
+        scope = leases.shard_scope(self.shard.index, self.shard.count) if self.shard else leases.ALL
         self.wait_seconds = self.settings.lease_seconds + 5 if wait else 0
         return self._under_lease(self._backlog, scope, deployments.BACKLOG)
 
@@ -363,12 +363,15 @@ def run_deployment(instance_id: str, deployment_id: str, shard: pipeline.Shard |
 
 
 def score_uploads(instance_id: str, deployment_id: str, uploads: list[tuple[str, str, int]]) -> Summary:
-    """Score uploaded objects (key, ETag, size) of one deployment's input bucket."""
+    """Score uploaded objects (key, ETag, size) of one deployment's input bucket. A key named
+    twice (an event delivered twice, a file overwritten in quick succession) is scored once, at
+    the ETag of its last event: a group holds each input once."""
     run = open_run(instance_id, deployment_id)
     if isinstance(run, Summary):
         return run
     prefix = run.source.prefix
-    inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, etag, size in uploads
+    latest = {key: (etag, size) for key, etag, size in uploads}
+    inputs = [Input(key, normal_etag(etag), size, key[len(prefix):]) for key, (etag, size) in latest.items()
               if is_input(run.source, run.target, key)]
     return run.score(inputs) if inputs else run.summary
 

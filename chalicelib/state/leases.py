@@ -6,9 +6,12 @@ of its scope, nobody else scores those keys, so a group needs no per-file claim,
 intent it finds in the ledger was left by a scorer that died (chalicelib.state.ledger).
 
 Scopes: "all" (an unsharded run, the sweep after shards, upload scoring) conflicts with every
-other lease; "shard-i" conflicts with "all" and with itself. The leases live on the deployment
-item as `lease_<scope>` = {holder, expires}; `lease_version` grows with every change, so taking
-a lease is a read and a write conditional on the version read (optimistic concurrency).
+other lease; "shard-IofN" (share I of N) conflicts with "all" and with itself. The leases live
+on the deployment item as `lease_<scope>` = {holder, expires}; `lease_version` grows with every
+change, so taking a lease is a read and a write conditional on the version read (optimistic
+concurrency). Taking a lease also removes the expired leases it conflicts with, in the same
+write: a scorer that only paused past its lease must find its fence (`Lease.fence`) gone,
+whichever scope took its work over.
 
 A scorer that finds the lease taken hands its work over instead of waiting: it sets `rescan`,
 conditional on the version it read (so the holder cannot have released in between), and the
@@ -43,8 +46,19 @@ class LeaseLost(RunStopped):
     """The lease could not be renewed (expired, taken over, or the deployment was deleted)."""
 
 
-def shard_scope(index: int) -> str:
-    return f"shard-{index}"
+def shard_scope(index: int, count: int) -> str:
+    """Share `index` of `count`: the count is part of the name, so a share of an earlier job
+    with another count is never mistaken for a live sibling."""
+    return f"shard-{index}of{count}"
+
+
+def may_recover(holder: str, scope: str) -> bool:
+    """Whether the holder of scope `holder` may finish intents left under `scope`: its own, and
+    those of scopes that cannot be live beside it ("all" while a shard holds its lease, a
+    shard of a job with another count). Never a live sibling shard's: that one is working."""
+    if holder == ALL or scope in (holder, ALL):
+        return True
+    return holder.partition("of")[2] != scope.partition("of")[2]
 
 
 def live_leases(item: dict) -> set[str]:
@@ -101,7 +115,7 @@ class Lease:
             item, read = read or self._read(), None
             version = int(item.get("lease_version", 0))
             if not self._conflicts(item):
-                if self._take(version):
+                if self._take(version, stale=self._conflicting(expired_leases(item))):
                     return True
                 continue
             if time.monotonic() < deadline:
@@ -117,9 +131,12 @@ class Lease:
             raise LeaseLost("the deployment no longer exists")
         return item
 
-    def _take(self, version: int) -> bool:
+    def _take(self, version: int, stale: set[str]) -> bool:
+        """Write this holder's lease and remove the expired ones it conflicts with (`stale`)."""
         expires = self._expiry()
-        taken = self._write(version, "SET #lease = :mine, lease_version = :next", {"#lease": _attribute(self.scope)},
+        removed = {f"#stale{number}": name for number, name in enumerate(sorted(stale - {_attribute(self.scope)}))}
+        update = "SET #lease = :mine, lease_version = :next" + (f" REMOVE {', '.join(removed)}" if removed else "")
+        taken = self._write(version, update, {"#lease": _attribute(self.scope), **removed},
                             {":mine": {"holder": self.holder, "expires": expires}})
         if taken:
             self.held, self._valid_until = True, float(expires)
@@ -129,10 +146,11 @@ class Lease:
         return taken
 
     def _conflicts(self, item: dict) -> bool:
-        live = live_leases(item)
-        if self.scope == ALL:
-            return bool(live)
-        return bool(live & {_attribute(ALL), _attribute(self.scope)})
+        return bool(self._conflicting(live_leases(item)))
+
+    def _conflicting(self, names: set[str]) -> set[str]:
+        """The lease attributes among `names` this scope cannot be held beside."""
+        return set(names) if self.scope == ALL else names & {_attribute(ALL), _attribute(self.scope)}
 
     def _write(self, version: int, update: str, names: dict, values: dict) -> bool:
         condition = "attribute_exists(deployment_id) AND "

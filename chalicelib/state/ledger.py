@@ -31,11 +31,13 @@ from chalicelib.core.settings import MAX_FILES_PER_OUTPUT, get_settings
 from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
-_ENTRIES_PER_INTENT = 100  # keeps an intent item under DynamoDB's 400 KB with 1 KB keys and messages
-_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
-# A commit updates the deployment and the instance besides deleting the intent items, in one
-# transaction: that bounds a group (settings.MAX_FILES_PER_OUTPUT is this, checked at start).
-_MAX_INTENT_ITEMS = _TRANSACTION_ITEMS - 2
+# Sizes, for the worst entry (about 3.3 KB: a 1 KB key, a 1 KB output name, a 1,000-byte message):
+# 100 entries keep an intent item under DynamoDB's 400 KB, and 10 such items (1,000 files, the
+# most a group holds: settings.MAX_FILES_PER_OUTPUT) keep an intent's transaction under its 4 MB;
+# a commit's transaction adds two updates to the intent's deletes, far from 100 items.
+_ENTRIES_PER_INTENT = 100
+_MAX_INTENT_ITEMS = 10
+_MESSAGE_BYTES = 1000
 assert MAX_FILES_PER_OUTPUT <= _MAX_INTENT_ITEMS * _ENTRIES_PER_INTENT
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
@@ -74,6 +76,11 @@ def _now() -> Decimal:
     return Decimal(str(round(time.time(), 3)))
 
 
+def _clip(message: str) -> str:
+    """At most _MESSAGE_BYTES of UTF-8 (not characters: the item limits count bytes)."""
+    return message.encode()[:_MESSAGE_BYTES].decode(errors="ignore")
+
+
 def _decimal(seconds: float) -> Decimal:
     return Decimal(str(round(seconds, 3)))
 
@@ -89,6 +96,11 @@ class Intent:
     @property
     def token(self) -> str:
         return self.names[0].split("#")[-2]
+
+    @property
+    def scope(self) -> str:
+        """The lease scope of the scorer that recorded it (leases.may_recover)."""
+        return self.names[0].split("#")[0]
 
 
 class Ledger:
@@ -136,9 +148,11 @@ class Ledger:
         in one transaction that checks the lease (`fence`): an intent exists only if it was
         written while its scorer held the lease, so the next holder's recovery sees every intent
         whose files may still be written, and `pending` moves with the intents exactly."""
-        parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
-        if len(parts) > _MAX_INTENT_ITEMS:
+        if len(entries) > MAX_FILES_PER_OUTPUT:
             raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(entries)}")
+        if len({entry.key for entry in entries}) != len(entries):
+            raise ValueError("a group names an input twice; each input has one entry (and one record)")
+        parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
         puts = [{"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(input_key)",
                          "Item": _item({
@@ -146,7 +160,7 @@ class Ledger:
                              "model_seconds": _decimal(model_seconds if number == 0 else 0.0),
                              "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key,
                                           "status": e.status, "records": e.records, "error_code": e.error_code,
-                                          "error": e.error[:1000]} for e in part]})}}
+                                          "error": _clip(e.error)} for e in part]})}}
                 for number, (name, part) in enumerate(zip(names, parts, strict=True))]
         self._once([self._deployment_update(fence, pending=len(entries)), *puts], "an intent")
         return Intent(names, entries, model_seconds)
@@ -196,18 +210,14 @@ class Ledger:
         raise LeaseLost(f"another scorer holds deployment {self.deployment_id} now; this one stops without "
                         "writing more")
 
-    def intents(self, scope: str | None) -> list[Intent]:
-        """Intents left by scorers that stopped. With a scope, only that scope's (a shard must
-        not touch another live shard's); without, every one."""
-        values = {":partition": self._intents}
-        condition = "deployment_id = :partition"
-        if scope is not None:
-            condition += " AND begins_with(input_key, :scope)"
-            values[":scope"] = f"{scope}#"
+    def intents(self) -> list[Intent]:
+        """The intents in the partition: groups being written, or left by scorers that stopped
+        (the caller picks those its lease may finish). The partition holds only unfinished
+        groups, so it stays small."""
         groups: dict[str, list[dict]] = {}
         for page in self._client.get_paginator("query").paginate(
-                TableName=self._table, KeyConditionExpression=condition, ConsistentRead=True,
-                ExpressionAttributeValues=_item(values)):
+                TableName=self._table, KeyConditionExpression="deployment_id = :partition", ConsistentRead=True,
+                ExpressionAttributeValues=_item({":partition": self._intents})):
             for raw in page["Items"]:
                 item = TypeDeserializer().deserialize({"M": raw})
                 groups.setdefault(item["input_key"].rsplit("#", 1)[0], []).append(item)
@@ -232,7 +242,7 @@ class Ledger:
             "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
             "model_version": self.model_version, "status": entry.status, "claim_token": intent.token,
             "committed_at": now, "output_key": entry.output_key, "records": entry.records,
-            **({"error_code": entry.error_code, "error_message": entry.error[:1000]} if entry.status == FAILED else {}),
+            **({"error_code": entry.error_code, "error_message": _clip(entry.error)} if entry.status == FAILED else {}),
         }) for entry in written])
         scored = [entry for entry in written if entry.status == SCORED]
         usage = {"Update": {
@@ -273,7 +283,7 @@ class Ledger:
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self._table, KeyConditionExpression="deployment_id = :id",
-            ProjectionExpression="#status", ExpressionAttributeNames={"#status": "status"},
+            ProjectionExpression="#status", ExpressionAttributeNames={"#status": "status"}, ConsistentRead=True,
             ExpressionAttributeValues=_item({":id": self.deployment_id}),
         ):
             counts.update(raw["status"]["S"] for raw in page["Items"])
