@@ -1,4 +1,4 @@
-"""The local stack: moto playing AWS, `chalice local` serving the API, and the local worker.
+"""The local stack: moto playing AWS, `tfbatch api` (chalice's local server) serving the API, and the local worker.
 
 `up` starts what is not already running, waits until each part answers, creates the resources
 and a default instance, and writes that instance's credentials to local-credentials.json.
