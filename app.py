@@ -15,6 +15,7 @@ MODELS = INSTANCE + "/published_models"
 MODEL = MODELS + "/{model_id}"
 MODEL_DEPLOYMENTS = MODEL + "/deployments"
 INSTANCE_DEPLOYMENTS = INSTANCE + "/deployments"
+ASSETS = "/v3/ml_assets/models"
 
 
 @api.route("/v3/identity/token", methods=["GET", "POST"], public=True)
@@ -25,6 +26,11 @@ def issue_token(call):
 @api.route("/v3/identity/token", methods=["PUT"], public=True)
 def refresh_token(call):
     return identity.refresh_token(call)
+
+
+@api.route("/v2/identity/token", methods=["GET"], public=True)  # the IBM client's second token call
+def issue_token_v2(call):
+    return identity.issue_token(call)
 
 
 @api.route(INSTANCE, methods=["GET"])
@@ -60,6 +66,21 @@ def upload_model_content(call, instance_id, model_id):
 @api.route("/v3/ml_assets/models/{model_id}/versions/{version_id}", methods=["GET"])
 def get_model_version(call, model_id, version_id):
     return models.get_version(call, model_id, version_id)
+
+
+@api.route(ASSETS, methods=["POST"], status=201)
+def create_model_asset(call):
+    return models.create_asset(call)
+
+
+@api.route(ASSETS + "/{model_id}", methods=["DELETE"], status=204)
+def delete_model_asset(call, model_id):
+    return models.delete_asset(call, model_id)
+
+
+@api.route(ASSETS + "/{model_id}/versions/{version_id}/content", methods=["PUT"], content_types=models.ARCHIVE_TYPES)
+def upload_model_version(call, model_id, version_id):
+    return models.upload_version(call, model_id, version_id)
 
 
 @api.route(MODEL_DEPLOYMENTS, methods=["POST"], status=201)
@@ -100,6 +121,13 @@ def delete_model_deployment(call, instance_id, model_id, deployment_id):
 @api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}", methods=["DELETE"], status=204)
 def delete_deployment(call, instance_id, deployment_id):
     return deployments.delete(call, instance_id, deployment_id)
+
+
+@api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}/online", methods=["POST"])
+def score_online(call, instance_id, deployment_id):
+    from chalicelib.scoring import online  # TensorFlow: on AWS this route runs in the image function
+
+    return online.score(instance_id, deployment_id, call.request.raw_body or b"")
 
 
 @app.on_sqs_message(queue=get_settings().tasks_queue, batch_size=10)

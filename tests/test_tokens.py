@@ -1,5 +1,10 @@
+import base64
+import json
+
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chalicelib.api import tokens
 from chalicelib.core.errors import Unauthorized
@@ -31,3 +36,15 @@ def test_forged_and_tampered_tokens_are_refused(aws_mock):
             tokens.verify(token)
         assert refused.value.code == "invalid_token"
         assert token not in refused.value.message
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(username=st.uuids(), instance_id=st.uuids(), ttl=st.integers(1800, 10 ** 7))
+def test_the_ibm_client_can_read_every_token_with_plain_base64(aws_mock, settings_env, username, instance_id, ttl):
+    """The IBM client decodes the payload with base64.b64decode, which drops base64url's '-' and
+    '_': the payload must hold neither, and its exp must be a number."""
+    settings_env(TFBATCH_TOKEN_TTL_SECONDS=ttl)
+    payload = tokens.issue(str(username), str(instance_id)).split(".")[1]
+    assert "-" not in payload and "_" not in payload
+    claims = json.loads(base64.b64decode(payload + "=" * (len(payload) % 4)).decode())
+    assert isinstance(claims["exp"], int) and claims["instance_id"] == str(instance_id)

@@ -1,12 +1,13 @@
-"""Batch deployment requests: create (check both connections, keep the keys secret, subscribe
-to uploads, queue the first run), read with live status, list, delete.
+"""Deployment requests: create (batch: check both connections, keep the keys secret, subscribe
+to uploads, queue the first run; online: ready at once), read with live status, list, delete.
 """
 from __future__ import annotations
 
+import re
 import uuid
 
 from chalicelib.api import views
-from chalicelib.api.http import Call
+from chalicelib.api.http import Answer, Call
 from chalicelib.api.schemas import NewDeployment, parse
 from chalicelib.core import tasks
 from chalicelib.core.clock import now_iso
@@ -47,21 +48,100 @@ def _check_locations(source: Location, target: Location) -> None:
                          "read back as inputs. Use separate prefixes.", target=field("input.source.prefix"))
 
 
+_ASSET_URL = re.compile(r"/published_models/([0-9a-fA-F-]{36})/?$")
+
+
+def _model_id(request: NewDeployment) -> str:
+    """The model named on the instance path: `published_model.guid`, or the model's URL in
+    `deployable_asset_url` (the IBM client's way)."""
+    if request.published_model is not None:
+        return request.published_model.guid
+    if request.deployable_asset_url:
+        found = _ASSET_URL.search(request.deployable_asset_url.partition("?")[0])
+        if found is None:
+            raise BadRequest("'deployable_asset_url' must be a published model's URL, ending in "
+                             "/published_models/<guid>.", target=field("deployable_asset_url"))
+        return found.group(1).lower()
+    raise BadRequest("Name the model to deploy in 'published_model': {\"guid\": ...}.",
+                     target=field("published_model.guid"))
+
+
 def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
+    """A batch deployment (check both connections, keep the keys secret, subscribe to uploads,
+    queue the first run) or an online one (ready at once: the model is inspected already)."""
     request = parse(NewDeployment, call.json())
-    if model_id is None:
-        if request.published_model is None:
-            raise BadRequest("Name the model to deploy in 'published_model': {\"guid\": ...}.",
-                             target=field("published_model.guid"))
-        model_id = request.published_model.guid
+    model_id = model_id or _model_id(request)
     model = models.load(instance_id, model_id)
     latest = model.get("latest_version")
-    if not latest or latest["status"] != models.READY:
+    inspecting = request.type == "online" and latest is not None and latest["status"] == models.PENDING
+    if not latest or (latest["status"] != models.READY and not inspecting):
         state = latest["status"] if latest else "without content"
         raise Conflict(f"Published model {model_id} is {state}; deploy it once its content is uploaded and "
                        "inspected as ready.", target={"type": "published_model", "id": model_id})
-    signature = choose_signature(latest["signatures"], request.signature_name)
+    signature = None if inspecting else _signature(latest, request.signature_name)
+    if request.type == "batch":
+        for side in ("input", "output"):
+            if getattr(request, side) is None:
+                raise BadRequest(f"A batch deployment needs '{side}': where to read and write files.",
+                                 target=field(side))
+    deployment_id = str(uuid.uuid4())
+    now = now_iso()
+    item = {
+        "instance_id": instance_id, "deployment_id": deployment_id, "type": request.type,
+        "name": request.name, "description": request.description,
+        "model_id": model_id, "version_id": latest["version_id"], "archive_key": latest["archive_key"],
+        "archive_sha256": latest.get("archive_sha256", ""),
+        "model": {key: model.get(key, "") for key in ("name", "description", "author", "created_at",
+                                                      "model_type", "runtime_environment")},
+        "signature": signature, "created_at": now, "modified_at": now,
+    }
+    if request.type == "batch":
+        return _create_batch(call, request, item)
+    _count_deployment(instance_id, model_id)
+    if inspecting:  # ready once its version is (the IBM client deploys right after uploading, and polls)
+        item.update(status=deployments.IN_PROGRESS, signature_name=request.signature_name or "")
+        del item["signature"]
+        deployments.put_new(item)
+        return Answer(202, views.deployment(item, call.base_url))
+    item["status"] = deployments.ONLINE_READY
+    deployments.put_new(item)
+    return views.deployment(item, call.base_url)
+
+
+def _signature(version: dict, requested: str | None) -> dict:
+    signature = choose_signature(version["signatures"], requested)
     _check_batchable(signature)
+    return signature
+
+
+def _settled(item: dict) -> dict:
+    """An online deployment created while its version was being inspected, as it stands now:
+    ready once the version is (its signature chosen then), failed if the version is invalid."""
+    if item.get("type") != "online" or item["status"] != deployments.IN_PROGRESS:
+        return item
+    version = models.load_version(item["model_id"], item["version_id"])
+    if version["status"] == models.PENDING:
+        return item
+    if version["status"] == models.READY:
+        try:
+            return deployments.finish_online(item, signature=_signature(version, item.get("signature_name") or None))
+        except BadRequest as error:
+            return deployments.finish_online(item, failure=error.message)
+    reason = version.get("status_details", {}).get("message", "it could not be inspected")
+    return deployments.finish_online(item, failure=str(reason))
+
+
+def _count_deployment(instance_id: str, model_id: str) -> None:
+    """Count the deployment on its instance (within the limit) and its model (which may not be
+    deleted while in use); a model deleted meanwhile undoes the first and says so."""
+    instances.add(instance_id, "deployment_count", 1, limit=get_settings().deployment_limit)
+    if not models.add_deployments(instance_id, model_id, 1):
+        instances.add(instance_id, "deployment_count", -1)
+        raise NotFound(f"Published model {model_id} was deleted.", target={"type": "published_model", "id": model_id})
+
+
+def _create_batch(call: Call, request: NewDeployment, item: dict) -> dict:
+    instance_id, deployment_id = item["instance_id"], item["deployment_id"]
     source = _location(request.input, request.input.source)
     target = _location(request.output, request.output.target)
     _check_locations(source, target)
@@ -69,26 +149,10 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
             "output": request.output.connection.model_dump(include={"access_key", "secret_key"})}
     connections.check_input(source, keys["input"])
     connections.check_output(target, keys["output"])
-
-    deployment_id = str(uuid.uuid4())
-    instances.add(instance_id, "deployment_count", 1, limit=get_settings().deployment_limit)
+    _count_deployment(instance_id, item["model_id"])
     connections.save_keys(deployment_id, keys)
-    now = now_iso()
-    item = {
-        "instance_id": instance_id, "deployment_id": deployment_id, "type": "batch",
-        "name": request.name, "description": request.description,
-        "model_id": model_id, "version_id": latest["version_id"], "archive_key": latest["archive_key"],
-        "archive_sha256": latest.get("archive_sha256", ""),
-        "model": {key: model.get(key, "") for key in ("name", "description", "author", "created_at",
-                                                      "model_type", "runtime_environment")},
-        "signature": signature, "input": source.as_item(), "output": target.as_item(),
-        "status": deployments.INITIALIZING, "scored": 0, "failed": 0, "pending": 0,
-        "created_at": now, "modified_at": now,
-    }
-    if not models.add_deployments(instance_id, model_id, 1):  # the model was deleted meanwhile: undo, and say so
-        connections.delete_keys(deployment_id)
-        instances.add(instance_id, "deployment_count", -1)
-        raise NotFound(f"Published model {model_id} was deleted.", target={"type": "published_model", "id": model_id})
+    item.update({"input": source.as_item(), "output": target.as_item(), "status": deployments.INITIALIZING,
+                 "scored": 0, "failed": 0, "pending": 0})
     deployments.put_new(item)
     # Subscribe before the first run lists the bucket, so no upload falls between the two;
     # a file seen both ways is scored once (the ledger).
@@ -99,7 +163,7 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
 
 
 def get(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> dict:
-    return views.deployment(deployments.load(instance_id, deployment_id, model_id), call.base_url)
+    return views.deployment(_settled(deployments.load(instance_id, deployment_id, model_id)), call.base_url)
 
 
 def list_page(call: Call, instance_id: str, model_id: str | None = None) -> dict:
@@ -108,7 +172,7 @@ def list_page(call: Call, instance_id: str, model_id: str | None = None) -> dict
     url = f"{views.instance_url(call.base_url, instance_id)}" + (
         f"/published_models/{model_id}/deployments" if model_id else "/deployments")
     return views.page(call, lambda limit, start: deployments.page(instance_id, limit, start, model_id),
-                      "deployment_id", render=lambda item: views.deployment(item, call.base_url), url=url)
+                      "deployment_id", render=lambda item: views.deployment(_settled(item), call.base_url), url=url)
 
 
 def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:
@@ -116,8 +180,9 @@ def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | Non
     item = deployments.load(instance_id, deployment_id, model_id)
     if not deployments.remove(instance_id, deployment_id):
         raise NotFound(f"Deployment {deployment_id} does not exist.")
-    subscriptions.unsubscribe(deployment_id, Location.from_item(item["input"]), item.get("trigger", ""),
-                              connections.load_keys(deployment_id)["input"])
-    connections.delete_keys(deployment_id)
+    if item.get("type", "batch") == "batch":
+        subscriptions.unsubscribe(deployment_id, Location.from_item(item["input"]), item.get("trigger", ""),
+                                  connections.load_keys(deployment_id)["input"])
+        connections.delete_keys(deployment_id)
     instances.add(instance_id, "deployment_count", -1)
     models.add_deployments(instance_id, item["model_id"], -1)

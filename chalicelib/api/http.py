@@ -110,6 +110,14 @@ class Call:
         return tokens.verify(token.strip())
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A view's body with a status other than its route's usual one (a 202 for work still going on)."""
+
+    status: int
+    body: Any
+
+
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     if body is None:
         return Response(body="", status_code=status, headers=dict(headers or {}))
@@ -199,7 +207,9 @@ class V3Api:
                 if requested is not None and requested != call.instance_id:
                     raise Forbidden("This token belongs to another instance; it cannot access this one.",
                                     target={"type": "instance", "id": requested})
-            response = _json_response(status, view(call, **params))
+            answer = view(call, **params)
+            response = (_json_response(answer.status, answer.body) if isinstance(answer, Answer)
+                        else _json_response(status, answer))
         except ApiError as error:
             response = _json_response(error.status, error.body(trace), error.headers)
         except Exception:

@@ -1,23 +1,27 @@
 """Published model requests: create from metadata, read, list, delete, and upload content.
 
 Each upload of a SavedModel archive is a new version, checked (safe entries, size limits)
-before it is stored, then queued for inspection by the TensorFlow side.
+before it is stored, then queued for inspection by the TensorFlow side. The IBM client takes
+another path to the same items (`create_asset`, `upload_version`): it creates the model under
+/v3/ml_assets/models with its framework, then PUTs the archive to the version URL it was given.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import uuid
 
 from chalicelib.api import views
 from chalicelib.api.http import Call
-from chalicelib.api.schemas import NewModel, parse
+from chalicelib.api.schemas import NewAsset, NewModel, parse
 from chalicelib.core import archives, tasks
 from chalicelib.core.clock import now_iso
 from chalicelib.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from chalicelib.core.settings import get_settings
 from chalicelib.state import instances, models
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ARCHIVE_TYPES = ["application/gzip", "application/x-gzip", "application/x-tar", "application/zip",
                  "application/octet-stream"]
 
@@ -28,7 +32,20 @@ def _view(call: Call, item: dict) -> dict:
 
 
 def create(call: Call, instance_id: str) -> dict:
-    request = parse(NewModel, call.json())
+    return _view(call, _create(instance_id, parse(NewModel, call.json())))
+
+
+def create_asset(call: Call) -> dict:
+    """POST /v3/ml_assets/models (the IBM client): the model, and the URL to PUT its content to."""
+    item = _create(call.instance_id, parse(NewAsset, call.json()).as_model())
+    view = _view(call, item)
+    version_id = str(uuid.uuid4())
+    version_url = views.version_url(call.base_url, item["model_id"], version_id)
+    view["entity"]["model_version"] = {"guid": version_id, "content_url": f"{version_url}/content"}
+    return view
+
+
+def _create(instance_id: str, request: NewModel) -> dict:
     instances.add(instance_id, "model_count", 1, limit=get_settings().model_limit)
     now = now_iso()
     item = {
@@ -44,7 +61,7 @@ def create(call: Call, instance_id: str) -> dict:
         "modified_at": now,
     }
     models.put_new(item)
-    return _view(call, item)
+    return item
 
 
 def get(call: Call, instance_id: str, model_id: str) -> dict:
@@ -67,6 +84,22 @@ def delete(call: Call, instance_id: str, model_id: str) -> None:
 
 def upload_content(call: Call, instance_id: str, model_id: str) -> dict:
     """Check the archive, store it as a new version, and queue its inspection."""
+    return _view(call, _store_version(call, instance_id, model_id, str(uuid.uuid4())))
+
+
+def upload_version(call: Call, model_id: str, version_id: str) -> dict:
+    """PUT /v3/ml_assets/models/{model}/versions/{version}/content (the IBM client): the same,
+    under the version id the model's creation handed out."""
+    if not _UUID.match(version_id):
+        raise BadRequest("The version id must be a lowercase UUID, as given in 'content_url'.",
+                         target={"type": "version", "id": version_id[:64]})
+    if models.version_exists(model_id, version_id):
+        raise Conflict(f"Version {version_id} of model {model_id} has content already; upload again to the "
+                       "model's content URL for a new version.", target={"type": "model_version", "id": version_id})
+    return _view(call, _store_version(call, call.instance_id, model_id, version_id))
+
+
+def _store_version(call: Call, instance_id: str, model_id: str, version_id: str) -> dict:
     settings = get_settings()
     models.load(instance_id, model_id)
     body = call.request.raw_body or b""
@@ -79,11 +112,9 @@ def upload_content(call: Call, instance_id: str, model_id: str) -> dict:
         kind = archives.archive_format(body[:512])
     except archives.ArchiveError as error:
         raise BadRequest(str(error), code="invalid_archive", target={"type": "body"}) from None
-    version_id = str(uuid.uuid4())
     archive_key = f"models/{instance_id}/{model_id}/{version_id}/model.{kind}"
     stream.seek(0)
     models.store_archive(stream, archive_key)
-    now = now_iso()
     version = {
         "model_id": model_id,
         "version_id": version_id,
@@ -91,11 +122,16 @@ def upload_content(call: Call, instance_id: str, model_id: str) -> dict:
         "archive_key": archive_key,
         "archive_sha256": hashlib.sha256(body).hexdigest(),  # checked before every extraction (engine)
         "status": models.PENDING,
-        "created_at": now,
+        "created_at": now_iso(),
     }
     item = models.add_version(version)
     tasks.send(tasks.INSPECT_MODEL, instance_id=instance_id, model_id=model_id, version_id=version_id)
-    return _view(call, item)
+    return item
+
+
+def delete_asset(call: Call, model_id: str) -> None:
+    """DELETE /v3/ml_assets/models/{model} (the IBM client): as DELETE of the published model."""
+    delete(call, call.instance_id, model_id)
 
 
 def get_version(call: Call, model_id: str, version_id: str) -> dict:

@@ -30,6 +30,27 @@ class NewModel(BaseModel):
     author: Author = Author()
 
 
+class Framework(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: Literal["tensorflow"] = Field(description="tensorflow")
+    version: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]+(\.[0-9]+)*$")] = Field(
+        description="the TensorFlow version the model was saved with, e.g. 2.21")
+
+
+class NewAsset(BaseModel):
+    """POST /v3/ml_assets/models, as the IBM client sends it: the framework instead of a model_type."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: Name
+    description: Text = ""
+    framework: Framework
+    author: Author = Author()
+
+    def as_model(self) -> NewModel:
+        return NewModel(name=self.name, description=self.description, author=self.author,
+                        model_type=f"{self.framework.name}-{self.framework.version}")
+
+
 Schema = TypeVar("Schema", bound=BaseModel)
 
 
@@ -91,13 +112,16 @@ class ModelRef(BaseModel):
 
 
 class NewDeployment(BaseModel):
-    """POST .../deployments with the seed's body; `published_model` only on the instance path."""
+    """POST .../deployments: the seed's batch body, or an online one (no locations). On the
+    instance path the model is `published_model` or, as the IBM client sends it,
+    `deployable_asset_url` (the published model's URL)."""
 
     model_config = ConfigDict(extra="ignore")
     name: Name
     description: Text = ""
-    type: Literal["batch"] = Field(description="batch")
-    input: InputConnection
-    output: OutputConnection
+    type: Literal["batch", "online"] = Field(description="batch or online")
+    input: InputConnection | None = None
+    output: OutputConnection | None = None
     signature_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     published_model: ModelRef | None = None
+    deployable_asset_url: Annotated[str, StringConstraints(max_length=2048)] | None = None

@@ -1,6 +1,10 @@
 """Signed access tokens (JWT, HS256) that bind a caller to one instance.
 
-The signing key lives in Secrets Manager and is read once per process.
+The signing key lives in Secrets Manager and is read once per process. The IBM client reads a
+token's `exp` by decoding its payload with plain base64, which drops base64url's `-` and `_`:
+the claims are compact ASCII JSON of UUIDs, hex and numbers, and base64url writes `-` or `_`
+only for the bytes '>', '?' and '~' (or non-ASCII), which such JSON never holds
+(tests/test_tokens.py checks it over random claims).
 """
 from __future__ import annotations
 

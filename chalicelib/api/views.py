@@ -134,7 +134,12 @@ def _connection(location: dict, side: str) -> dict:
             "connection": {"access_key": MASK, "secret_key": MASK, "url": location["url"]}}
 
 
-def deployment(item: dict, base: str) -> dict:
+def scoring_url(base: str, item: dict) -> str:
+    """Where an online deployment scores (POST a payload there)."""
+    return f"{instance_url(base, item['instance_id'])}/deployments/{item['deployment_id']}/online"
+
+
+def _batch_details(item: dict) -> dict[str, Any]:
     scored, failed, pending = (int(item.get(name, 0)) for name in ("scored", "failed", "pending"))
     total = scored + failed + pending
     done = 1.0 if item["status"] == Status.SUCCESS else 0.0
@@ -146,25 +151,37 @@ def deployment(item: dict, base: str) -> dict:
         details["path"] = "backlog job" if item["path"] == ScoringPath.BACKLOG else "upload events"
     if item.get("failure"):
         details["failures"] = [item["failure"]]
+    return details
+
+
+def deployment(item: dict, base: str) -> dict:
     model = item["model"]
+    published_model = model_url(base, item["instance_id"], item["model_id"])
+    entity: dict[str, Any] = {
+        "runtime_environment": model.get("runtime_environment", ""),
+        "name": item["name"], "description": item.get("description", ""), "type": item.get("type", "batch"),
+        "published_model": {
+            "author": plain(model.get("author", {})), "name": model.get("name", ""),
+            "url": published_model, "guid": item["model_id"],
+            "description": model.get("description", ""), "created_at": model.get("created_at", ""),
+        },
+        "deployable_asset": {"url": published_model, "guid": item["model_id"], "type": "model"},
+        "model_type": model.get("model_type", ""),
+        "deployed_version": {"url": version_url(base, item["model_id"], item["version_id"]),
+                             "guid": item["version_id"]},
+        "signature_name": item["signature"]["name"] if item.get("signature") else item.get("signature_name", ""),
+        "status": item["status"],
+    }
+    if entity["type"] == "online":
+        entity["scoring_url"] = scoring_url(base, item)
+        entity["status_details"] = {"status": item["status"], **({"failures": [item["failure"]]}
+                                                                 if item.get("failure") else {})}
+    else:
+        entity["status_details"] = _batch_details(item)
+        entity["input"] = _connection(item["input"], "input")
+        entity["output"] = _connection(item["output"], "output")
     return {
         "metadata": {"guid": item["deployment_id"], "url": deployment_url(base, item),
                      "created_at": item["created_at"], "modified_at": item["modified_at"]},
-        "entity": {
-            "runtime_environment": model.get("runtime_environment", ""),
-            "name": item["name"], "description": item.get("description", ""), "type": item["type"],
-            "published_model": {
-                "author": plain(model.get("author", {})), "name": model.get("name", ""),
-                "url": model_url(base, item["instance_id"], item["model_id"]), "guid": item["model_id"],
-                "description": model.get("description", ""), "created_at": model.get("created_at", ""),
-            },
-            "model_type": model.get("model_type", ""),
-            "deployed_version": {"url": version_url(base, item["model_id"], item["version_id"]),
-                                 "guid": item["version_id"]},
-            "signature_name": item["signature"]["name"],
-            "status": item["status"],
-            "status_details": details,
-            "input": _connection(item["input"], "input"),
-            "output": _connection(item["output"], "output"),
-        },
+        "entity": entity,
     }

@@ -242,9 +242,13 @@ def parse(data: bytes, inputs: list[TensorSpec], signature_name: str, *, jsonl: 
     if jsonl:
         lines = [line for line in data.splitlines() if line.strip()]
         rows = [_load_json(line, f"line {number + 1}") for number, line in enumerate(lines)]
-        raw = _columns_from_rows(rows, inputs)
-    else:
-        raw = _columns(_load_json(data, "the file"), inputs, signature_name)
+        return batch(_columns_from_rows(rows, inputs), inputs)
+    return batch(_columns(_load_json(data, "the file"), inputs, signature_name), inputs)
+
+
+def batch(raw: dict[str, Any], inputs: list[TensorSpec]) -> Batch:
+    """Columns of JSON values (one per input tensor, named as the signature names them) as a
+    Batch: each converted and checked against its tensor's dtype and shape."""
     columns = {spec.name: to_array(raw[spec.name], spec) for spec in inputs}
     counts = {name: len(array) for name, array in columns.items()}
     if len(set(counts.values())) != 1:
@@ -254,3 +258,13 @@ def parse(data: bytes, inputs: list[TensorSpec], signature_name: str, *, jsonl: 
     if count == 0:
         raise InputError("the file holds no records.", "empty_file")
     return Batch(columns, count)
+
+
+def columns(document: Any, inputs: list[TensorSpec], signature_name: str) -> dict[str, Any]:
+    """The columns of a parsed JSON document in any of the formats above (not JSON Lines)."""
+    return _columns(document, inputs, signature_name)
+
+
+def load_json(data: bytes, what: str) -> Any:
+    """Parsed JSON, or InputError naming `what` was not JSON (and why)."""
+    return _load_json(data, what)

@@ -19,12 +19,13 @@ import orjson
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def _value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """One tensor (or row of one) as JSON: exact floats, text or {"b64"} for strings."""
     if isinstance(value, bytes):
         return _text(value)
     if isinstance(value, np.ndarray):
         if value.dtype == object or value.dtype.kind == "S":
-            return [_value(item) for item in value]
+            return [json_value(item) for item in value]
         if value.dtype.kind == "f":
             return np.ascontiguousarray(value, dtype=np.float64)
         return np.ascontiguousarray(value)
@@ -47,8 +48,8 @@ def elements(filename: str, outputs: dict[str, np.ndarray]) -> list[dict[str, An
     names = sorted(outputs)
     count = len(outputs[names[0]]) if names else 0
     if count == 1:
-        return [{"filename": filename, **{name: _value(outputs[name][0]) for name in names}}]
-    return [{"filename": filename, "index": index, **{name: _value(outputs[name][index]) for name in names}}
+        return [{"filename": filename, **{name: json_value(outputs[name][0]) for name in names}}]
+    return [{"filename": filename, "index": index, **{name: json_value(outputs[name][index]) for name in names}}
             for index in range(count)]
 
 

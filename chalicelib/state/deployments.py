@@ -24,8 +24,9 @@ class Status(StrEnum):
 
     INITIALIZING = "INITIALIZING"
     IN_PROGRESS = "DEPLOY_IN_PROGRESS"
-    SUCCESS = "SUCCESS"
+    SUCCESS = "SUCCESS"  # a batch deployment's backlog is scored
     FAILED = "FAILED"
+    ONLINE_READY = "DEPLOY_SUCCESS"  # an online deployment serves its scoring URL (WML's word for it)
 
 
 class ScoringPath(StrEnum):
@@ -35,7 +36,7 @@ class ScoringPath(StrEnum):
     UPLOADS = "uploads"
 
 
-INITIALIZING, IN_PROGRESS, SUCCESS, FAILED = Status
+INITIALIZING, IN_PROGRESS, SUCCESS, FAILED, ONLINE_READY = Status
 BACKLOG, UPLOADS = ScoringPath
 
 
@@ -51,17 +52,18 @@ class Deployment:
     archive_key: str
     archive_sha256: str  # empty on items from before digests: such an archive is refused at load
     signature: dict  # the chosen serving signature: name, inputs and outputs with dtypes and shapes
-    input: Location
-    output: Location
+    type: str  # batch or online
     status: Status
+    input: Location | None = None  # a batch deployment's locations; an online one has none
+    output: Location | None = None
     trigger: str = ""  # how new files are found (subscriptions.NOTIFICATIONS or POLLING)
 
     @classmethod
     def from_item(cls, item: dict) -> Deployment:
+        source, target = (Location.from_item(item[side]) if side in item else None for side in ("input", "output"))
         return cls(item["instance_id"], item["deployment_id"], item["model_id"], item["version_id"],
-                   item["archive_key"], item.get("archive_sha256", ""), item["signature"],
-                   Location.from_item(item["input"]), Location.from_item(item["output"]), Status(item["status"]),
-                   item.get("trigger", ""))
+                   item["archive_key"], item.get("archive_sha256", ""), item.get("signature") or {},
+                   item.get("type", "batch"), Status(item["status"]), source, target, item.get("trigger", ""))
 
     @property
     def signature_name(self) -> str:
@@ -121,7 +123,8 @@ def remove(instance_id: str, deployment_id: str) -> bool:
 
 
 def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure: str | None = None,
-                fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None) -> bool:
+                fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None,
+                waiting: bool = False) -> bool:
     """Change the status (and set other fields) of a deployment that still exists; False when it
     was deleted, with `unless_rescan` when uploads asked the backlog run for another pass, and
     with a scorer's `fence` (leases.Lease.fence) when that scorer no longer holds its lease."""
@@ -139,6 +142,9 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
     if unless_rescan:
         condition += " AND (attribute_not_exists(rescan) OR rescan = :false)"
         values[":false"] = False
+    if waiting:  # only from DEPLOY_IN_PROGRESS (an online deployment waiting for its version)
+        condition += " AND #status = :waiting"
+        values[":waiting"] = IN_PROGRESS
     names = {"#status": "status", **{f"#{name}": name for name in fields or {}}}
     if fence is not None:
         condition += f" AND {fence['ConditionExpression']}"
@@ -147,6 +153,18 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
     return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
                              UpdateExpression=update, ConditionExpression=condition,
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def finish_online(item: dict, *, signature: dict | None = None, failure: str | None = None) -> dict:
+    """An online deployment waiting for its version's inspection becomes ready with `signature`,
+    or FAILED with `failure`; whoever reads it first makes the change, once (conditional on it
+    still waiting). The item as it is now."""
+    fields = {"signature": signature} if signature is not None else {}
+    status = ONLINE_READY if failure is None else FAILED
+    if _set_status(item["instance_id"], item["deployment_id"], status, failure=failure, fields=fields,
+                   waiting=True):
+        return {**item, **fields, "status": status, **({"failure": failure} if failure else {})}
+    return load(item["instance_id"], item["deployment_id"])
 
 
 def start_run(instance_id: str, deployment_id: str, path: ScoringPath, fence: dict) -> bool:

@@ -94,6 +94,18 @@ def get(instance_id: str) -> dict:
     return item
 
 
+def add_usage(instance_id: str, *, predictions: int, seconds: float) -> None:
+    """Count an online request's records and model seconds, in one write. (Batch scoring adds its
+    usage with each ledger commit, exactly once; an online answer is not ledgered, so a write
+    retried after its answer was lost may count a request twice.)"""
+    aws.conditionally(
+        aws.table(get_settings().instances_table).update_item, Key={"instance_id": instance_id},
+        UpdateExpression="ADD prediction_count :predictions, computation_time :seconds SET modified_at = :now",
+        ConditionExpression="attribute_exists(instance_id)",
+        ExpressionAttributeValues={":predictions": predictions, ":seconds": Decimal(str(round(seconds, 3))),
+                                   ":now": now_iso()})
+
+
 def add(instance_id: str, counter: str, amount: int | float, *, limit: int | None = None) -> None:
     """Atomically add to a counter; with a limit, refuse the increment that would pass it."""
     condition = "attribute_exists(instance_id)"
