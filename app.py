@@ -2,6 +2,7 @@
 from chalice import Chalice, Rate
 
 from chalicelib.api import deployments, identity, models, views
+from chalicelib.api import online as online_requests
 from chalicelib.api.http import V3Api
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import worktasks
@@ -125,9 +126,20 @@ def delete_deployment(call, instance_id, deployment_id):
 
 @api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}/online", methods=["POST"])
 def score_online(call, instance_id, deployment_id):
-    from chalicelib.scoring import online  # TensorFlow: on AWS this route runs in the image function
+    return online_requests.score(instance_id, deployment_id, call.request.raw_body or b"", here=_score_here)
 
-    return online.score(instance_id, deployment_id, call.request.raw_body or b"")
+
+def _score_here(instance_id, deployment_id, body):
+    from chalicelib.scoring import online  # TensorFlow: only where no scoring function is named (one machine)
+
+    return online.score(instance_id, deployment_id, body)
+
+
+@app.lambda_function(name="score_online")
+def score_online_function(event, context):
+    from chalicelib.scoring import online  # the TensorFlow image function the API invokes
+
+    return online.handle_invoke(event)
 
 
 @app.on_sqs_message(queue=get_settings().tasks_queue, batch_size=10)

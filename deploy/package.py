@@ -3,10 +3,10 @@
 Chalice packages the app (routes, the SQS handler, the schedule) into a zip and a SAM template;
 this script then makes that template deployable on its own:
 
-- functions that load a model (the SQS handler: scoring and model inspection) become image
-  functions running the TensorFlow image, since TensorFlow does not fit a zip, with the ephemeral
-  storage (/tmp) that settings.ephemeral_storage_mb names; the API and the poller stay small zip
-  functions;
+- functions that load a model (the SQS handler: scoring and model inspection; the online scoring
+  function the API invokes) become image functions running the TensorFlow image, since
+  TensorFlow does not fit a zip, with the ephemeral storage (/tmp) that
+  settings.ephemeral_storage_mb names; the API and the poller stay small zip functions;
 - the SQS event source reports partial batch failures, and points at the stack's own queue;
 - every function gets the TFBATCH_* variables naming the stack's tables, bucket, queues, secret
   and event bus, and the resources themselves are added from deploy.stack.
@@ -28,10 +28,13 @@ from typing import Any
 from deploy import stack
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE_HANDLERS = {"app.handle_tasks"}  # TensorFlow runs here: model inspection and scoring
+# TensorFlow runs here: model inspection and batch scoring, and online scoring (invoked by the API)
+IMAGE_HANDLERS = {"app.handle_tasks", "app.score_online_function"}
 SCORING_HANDLER = "app.handle_tasks"
+ONLINE_HANDLER = "app.score_online_function"
 API_HANDLER = "app.app"  # the only reader of the token signing key
 REST_API = "RestAPI"  # chalice's logical id for the REST API
+ONLINE_FUNCTION = "ScoreOnline"  # chalice's logical id for app.score_online_function
 EPHEMERAL_STORAGE_RANGE_MB = (512, 10240)  # what Lambda accepts
 FUNCTION = "AWS::Serverless::Function"
 
@@ -95,6 +98,8 @@ def transform(template: dict, stage: str) -> dict:
         variables.update(environment)
         if handler == SCORING_HANDLER:
             variables.update(stack.scoring_environment())
+        if handler == API_HANDLER:  # it checks the caller, then invokes the function that has the model
+            variables["TFBATCH_ONLINE_FUNCTION"] = {"Ref": ONLINE_FUNCTION}
         _use_stack_queue(properties, settings.tasks_queue)
         if handler in IMAGE_HANDLERS:
             _to_image_function(properties, settings.ephemeral_storage_mb)

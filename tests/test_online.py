@@ -163,3 +163,21 @@ def test_deployed_while_its_version_is_inspected_it_follows_the_inspection(user,
             200, {"fields": ["shifted", "sum"], "values": [[5, 6.0]]})
     else:
         assert entity["status"] == "FAILED" and "ReadFile" in entity["status_details"]["failures"][0]
+
+
+def test_the_api_and_the_scoring_function_speak_one_invoke_protocol(user, online):
+    """What crosses the Lambda invoke on AWS, both ways: the answer, and a refusal re-raised as
+    the very v3 error the scoring function raised."""
+    from chalicelib.api import online as online_requests
+    from chalicelib.core.errors import ApiError
+    from chalicelib.scoring import online as scoring
+
+    guid = online[1]["metadata"]["guid"]
+    payload = json.dumps({"instances": [{"a": [1, 2, 3], "b": 4}]}).encode()
+    invoked = scoring.handle_invoke(json.loads(json.dumps(online_requests.request(user.instance_id, guid, payload))))
+    assert online_requests.answer(json.loads(json.dumps(invoked))) == {
+        "predictions": [{"shifted": 5, "sum": 6.0}]}
+    refused = scoring.handle_invoke(online_requests.request(user.instance_id, guid, b'{"instances": [{"a": 1}]}'))
+    with pytest.raises(ApiError) as raised:
+        online_requests.answer(refused)
+    assert raised.value.status == 400 and raised.value.code == "missing_tensor" and "'b'" in raised.value.message

@@ -59,12 +59,13 @@ def test_cfn_lint_passes_on_the_generated_template(package):
 
 def test_model_loading_functions_run_the_image_and_the_api_stays_a_small_zip(package, template):
     functions = _functions(template)
-    assert set(functions) == {"app.app", "app.handle_tasks", "app.poll_stores"}
-    scoring = functions["app.handle_tasks"]
-    assert scoring["PackageType"] == "Image"
-    assert scoring["ImageUri"] == {"Ref": "ImageUri"}
-    assert not {"CodeUri", "Handler", "Runtime"} & set(scoring)
-    assert scoring["ImageConfig"]["EntryPoint"] == ["python", "-m", "awslambdaric"]
+    assert set(functions) == {"app.app", "app.handle_tasks", "app.poll_stores", "app.score_online_function"}
+    for handler in ("app.handle_tasks", "app.score_online_function"):
+        scoring = functions[handler]
+        assert scoring["PackageType"] == "Image"
+        assert scoring["ImageUri"] == {"Ref": "ImageUri"}
+        assert not {"CodeUri", "Handler", "Runtime"} & set(scoring)
+        assert scoring["ImageConfig"]["EntryPoint"] == ["python", "-m", "awslambdaric"]
     for handler in ("app.app", "app.poll_stores"):
         assert functions[handler]["CodeUri"] == "./deployment.zip"
         assert "PackageType" not in functions[handler]
@@ -133,11 +134,12 @@ def test_iam_is_least_privilege(template):
     job = [statement for policy in roles["BacklogJobRole"]["Properties"]["Policies"]
            for statement in policy["PolicyDocument"]["Statement"]]
     for statements in (_role_statements(template, functions["app.handle_tasks"]), job):
-        assert "dynamodb:DeleteItem" not in _actions(statements)  # the ledger deletes through BatchWriteItem
-        for statement in statements:
-            if {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} & _actions([statement]):
+        for statement in statements:  # the ledger's transactions put and delete intents, nothing else is deleted
+            if {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"} & _actions([statement]):
                 assert statement["Resource"] in ({"Fn::GetAtt": ["VersionsTable", "Arn"]},
                                                  {"Fn::GetAtt": ["LedgerTable", "Arn"]}), statement
+                assert "dynamodb:DeleteItem" not in _actions([statement]) or \
+                    statement["Resource"] == {"Fn::GetAtt": ["LedgerTable", "Arn"]}
             assert "CredentialsTable" not in json.dumps(statement)
 
 
@@ -234,7 +236,9 @@ def test_packaging_refuses_a_template_whose_queue_it_does_not_know():
 
     sqs = {"Type": "SQS", "Properties": {"Queue": {"Fn::Sub": "arn:aws:sqs:us-east-1:1:someone-elses-queue"}}}
     chalice_output = {"Resources": {"HandleTasks": {"Type": FUNCTION, "Properties": {
-        "Handler": "app.handle_tasks", "CodeUri": "./deployment.zip", "Events": {"Queue": sqs}}}}}
+        "Handler": "app.handle_tasks", "CodeUri": "./deployment.zip", "Events": {"Queue": sqs}}},
+        "ScoreOnline": {"Type": FUNCTION, "Properties": {"Handler": "app.score_online_function",
+                                                         "CodeUri": "./deployment.zip"}}}}
     with pytest.raises(PackagingError, match="someone-elses-queue"):
         transform(chalice_output, "prod")
 
@@ -252,3 +256,19 @@ def test_api_gateway_answers_in_the_v3_shape_and_passes_archives_as_bytes(templa
     swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
     assert {"application/gzip", "application/x-gzip", "application/x-tar", "application/zip"} <= \
         set(swagger["x-amazon-apigateway-binary-media-types"])
+
+
+def test_online_scoring_runs_in_the_image_invoked_by_the_api_and_holds_no_key(template):
+    """The API function checks the caller and invokes the online scoring function, which has the
+    model but neither the signing key nor any user's connection keys."""
+    functions = _functions(template)
+    online = functions["app.score_online_function"]
+    assert functions["app.app"]["Environment"]["Variables"]["TFBATCH_ONLINE_FUNCTION"] == {"Ref": "ScoreOnline"}
+    api = _role_statements(template, functions["app.app"])
+    assert any(_actions([statement]) == {"lambda:InvokeFunction"}
+               and statement["Resource"] == {"Fn::GetAtt": ["ScoreOnline", "Arn"]} for statement in api)
+    statements = _role_statements(template, online)
+    assert _actions(statements) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                    "dynamodb:GetItem", "dynamodb:UpdateItem", "s3:GetObject"}
+    assert "secretsmanager" not in json.dumps(statements) and "SigningKeySecret" not in json.dumps(statements)
+    assert online["Timeout"] <= 29  # API Gateway's own limit: an answer after it would reach nobody

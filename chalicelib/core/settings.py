@@ -49,6 +49,7 @@ class Settings:
     poll_seconds: int  # how often the local worker polls stores that cannot notify
     worker_concurrency: int  # batches the local worker handles at once (Lambda's concurrency)
     backlog_threshold: int  # waiting upload messages (or listed files) beyond which the backlog job takes over
+    online_function: str | None  # the Lambda function that scores online requests; None scores in this process
     batch_job_queue: str | None  # AWS Batch: where backlog jobs go; None runs them in the scoring process
     batch_job_definition: str | None
     backlog_shards: int  # array children per backlog job, each scoring its share of the keys
@@ -135,6 +136,7 @@ def get_settings() -> Settings:
         poll_seconds=_int("TFBATCH_POLL_SECONDS", 5),
         worker_concurrency=_int("TFBATCH_WORKER_CONCURRENCY", 4),
         backlog_threshold=_int("TFBATCH_BACKLOG_THRESHOLD", 200),
+        online_function=env("TFBATCH_ONLINE_FUNCTION") or None,
         batch_job_queue=env("TFBATCH_BATCH_JOB_QUEUE") or None,
         batch_job_definition=env("TFBATCH_BATCH_JOB_DEFINITION") or None,
         backlog_shards=_int("TFBATCH_BACKLOG_SHARDS", 1),

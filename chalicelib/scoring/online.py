@@ -4,13 +4,16 @@ own shape (chalicelib.scoring.payloads).
 The model stays loaded per process (the engine's cache, keyed by version and verified by its
 archive's digest), so a warm request costs parsing, bounded model calls of at most
 TFBATCH_BATCH_SIZE records, and the answer. On AWS this runs in the TensorFlow image function the
-stack routes the scoring URL to (deploy/package.py), behind the same token check as every route;
+API function invokes once it has checked the caller (chalicelib.api.online, `handle_invoke`);
 locally in the API server, which has TensorFlow. Usage counts each request's records and model
 seconds (one update per request: online answers are not ledgered).
 """
 from __future__ import annotations
 
+import base64
 import time
+
+import orjson
 
 from chalicelib.core.errors import ApiError, BadRequest, Conflict
 from chalicelib.core.settings import get_settings
@@ -59,3 +62,15 @@ def score(instance_id: str, deployment_id: str, body: bytes) -> dict:
         kind = ModelTimeout if error.code == "model_timeout" else BadRequest
         raise kind(f"The payload cannot be scored: {error}", code=error.code, target={"type": "body"})
     return payloads.write(predicted[0], form)
+
+
+def handle_invoke(event: dict) -> dict:
+    """The online scoring function's handler (chalicelib.api.online invokes it): the answer, or
+    the v3 error that refused the request, with its status."""
+    try:
+        answer = score(event["instance_id"], event["deployment_id"], base64.b64decode(event["body"]))
+        # Plain JSON values: the Lambda runtime serializes the result with json, which knows no NumPy.
+        return {"answer": orjson.loads(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY))}
+    except ApiError as error:
+        (detail,) = error.body("")["errors"]
+        return {"status": error.status, "error": detail}
