@@ -64,6 +64,11 @@ def upload_model_content(call, instance_id, model_id):
     return models.upload_content(call, instance_id, model_id)
 
 
+@api.route(MODEL + "/uploads", methods=["POST"], status=201)
+def start_model_upload(call, instance_id, model_id):
+    return models.start_upload(call, instance_id, model_id)
+
+
 @api.route("/v3/ml_assets/models/{model_id}/versions/{version_id}", methods=["GET"])
 def get_model_version(call, model_id, version_id):
     return models.get_version(call, model_id, version_id)

@@ -65,7 +65,41 @@ def _create(instance_id: str, request: NewModel) -> dict:
 
 
 def get(call: Call, instance_id: str, model_id: str) -> dict:
-    return _view(call, models.load(instance_id, model_id))
+    return _view(call, _noticed(models.load(instance_id, model_id)))
+
+
+def start_upload(call: Call, instance_id: str, model_id: str) -> dict:
+    """The two-step upload, for archives larger than API Gateway passes (10 MB): a new version,
+    and a form to POST its archive with straight to the models bucket (this key only, at most
+    TFBATCH_MAX_ARCHIVE_BYTES, for models.UPLOAD_SECONDS). The next read of the model (or of the
+    version) after the archive lands queues its inspection, which checks it like any upload."""
+    models.load(instance_id, model_id)
+    version_id = str(uuid.uuid4())
+    version = {"model_id": model_id, "version_id": version_id, "instance_id": instance_id,
+               "archive_key": f"models/{instance_id}/{model_id}/{version_id}/model.archive",
+               "archive_sha256": "", "upload": "direct", "status": models.AWAITING_UPLOAD, "created_at": now_iso()}
+    models.await_upload(version)
+    max_bytes = get_settings().max_archive_bytes
+    form = models.upload_form(version["archive_key"], max_bytes)
+    return {"version": views.version(version, call.base_url),
+            "upload": {"method": "POST", "url": form["url"], "fields": form["fields"], "file_field": "file",
+                       "max_bytes": max_bytes, "expires_in": models.UPLOAD_SECONDS}}
+
+
+def _noticed(item: dict) -> dict:
+    """The model as it stands once an archive uploaded straight to the bucket is noticed: its
+    version inspected next, and the model's latest."""
+    version_id = item.get("awaiting_upload")
+    if not version_id:
+        return item
+    version = models.load_version(item["model_id"], version_id)
+    if version["status"] != models.AWAITING_UPLOAD or not models.archive_landed(version["archive_key"]):
+        return item
+    updated = models.start_inspection(version)
+    if updated is None:  # another request noticed it first
+        return models.load(item["instance_id"], item["model_id"])
+    tasks.send(tasks.INSPECT_MODEL, instance_id=item["instance_id"], model_id=item["model_id"], version_id=version_id)
+    return updated
 
 
 def list_page(call: Call, instance_id: str) -> dict:
@@ -139,4 +173,7 @@ def get_version(call: Call, model_id: str, version_id: str) -> dict:
     if version["instance_id"] != call.instance_id:  # another instance's version: as if absent
         raise NotFound(f"Version {version_id} of model {model_id} does not exist.",
                        target={"type": "model_version", "id": version_id})
+    if version["status"] == models.AWAITING_UPLOAD:
+        _noticed(models.load(call.instance_id, model_id))
+        version = models.load_version(model_id, version_id)
     return views.version(version, call.base_url)

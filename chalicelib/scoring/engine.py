@@ -272,6 +272,18 @@ def _verified(archive: StoredArchive) -> Iterator[BinaryIO]:
         yield stream
 
 
+def fetch_digest(version_id: str, key: str) -> str:
+    """Download an archive whose digest is not recorded yet (uploaded straight to the bucket)
+    into the cache, and return its SHA-256: the digest of these very bytes, which the caller
+    records, and which every later load verifies (a copy replaced since is refused)."""
+    scratch = _CACHE_DIR / version_id / f".unverified{_ARCHIVE_SUFFIX}"
+    _download(StoredArchive(version_id, key, ""), scratch)
+    with open(scratch, "rb") as stream:
+        digest = _sha256(stream)
+    os.replace(scratch, scratch.with_name(f"{digest}{_ARCHIVE_SUFFIX}"))
+    return digest
+
+
 def _open_if_intact(path: Path, sha256: str) -> BinaryIO | None:
     try:
         stream = open(path, "rb")

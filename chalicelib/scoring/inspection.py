@@ -18,6 +18,11 @@ def inspect_version(model_id: str, version_id: str) -> str:
     the deployments that follow."""
     version = models.load_version(model_id, version_id)
     try:
+        if version.get("upload") == "direct" and not version.get("archive_sha256"):
+            # Uploaded straight to the bucket: the API never saw the bytes, so their digest is
+            # taken here, once, from the copy this inspection checks and loads.
+            digest = engine.fetch_digest(version_id, version["archive_key"])
+            version = models.record_digest(model_id, version_id, digest)
         archive = engine.StoredArchive.of(version)
         with engine.extracted(archive) as model_dir:
             savedmodel.check(model_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
 
 from chalicelib.core import aws
 from chalicelib.core.clock import now_iso
@@ -18,12 +19,14 @@ from chalicelib.state import pages
 
 
 class VersionStatus(StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"  # a two-step upload: the archive goes straight to the bucket
     PENDING = "inspecting"
     READY = "ready"
     INVALID = "invalid"
 
 
-PENDING, READY, INVALID = VersionStatus
+AWAITING_UPLOAD, PENDING, READY, INVALID = VersionStatus
+UPLOAD_SECONDS = 900  # how long a two-step upload's form may be used
 
 
 def _models():
@@ -83,6 +86,61 @@ def _delete_versions(model_id: str) -> None:
 
 def store_archive(stream, archive_key: str) -> None:
     aws.client("s3").upload_fileobj(stream, get_settings().models_bucket, archive_key)
+
+
+def upload_form(archive_key: str, max_bytes: int) -> dict:
+    """A presigned POST form for one archive, straight into the models bucket: this key only,
+    at most `max_bytes` (S3 refuses more), for UPLOAD_SECONDS. The API never sees the bytes."""
+    return aws.client("s3").generate_presigned_post(
+        get_settings().models_bucket, archive_key, Conditions=[["content-length-range", 1, max_bytes]],
+        ExpiresIn=UPLOAD_SECONDS)
+
+
+def await_upload(version: dict) -> None:
+    """Record a version whose archive is being uploaded straight to the bucket, and point the
+    model at it, so the next read of the model notices the upload once it lands."""
+    _versions().put_item(Item=version)
+    _models().update_item(Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
+                          UpdateExpression="SET awaiting_upload = :id",
+                          ConditionExpression="attribute_exists(model_id)",
+                          ExpressionAttributeValues={":id": version["version_id"]})
+
+
+def archive_landed(archive_key: str) -> bool:
+    try:
+        aws.client("s3").head_object(Bucket=get_settings().models_bucket, Key=archive_key)
+        return True
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def start_inspection(version: dict) -> dict | None:
+    """A directly uploaded archive has landed: its version is inspected next and becomes the
+    model's latest; the model item as it is now. None when another request did this first."""
+    if not aws.conditionally(
+            _versions().update_item, Key={"model_id": version["model_id"], "version_id": version["version_id"]},
+            UpdateExpression="SET #status = :pending", ConditionExpression="#status = :awaiting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":pending": PENDING, ":awaiting": AWAITING_UPLOAD}):
+        return None
+    version = {**version, "status": PENDING}
+    return _models().update_item(
+        Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
+        UpdateExpression="SET latest_version = :version, modified_at = :now REMOVE awaiting_upload",
+        ConditionExpression="attribute_exists(model_id)",
+        ExpressionAttributeValues={":version": version, ":now": now_iso()}, ReturnValues="ALL_NEW")["Attributes"]
+
+
+def record_digest(model_id: str, version_id: str, sha256: str) -> dict:
+    """The SHA-256 of a directly uploaded archive, taken when the inspection first fetched it;
+    every later load verifies against it. Recorded once: the version as stored afterwards."""
+    aws.conditionally(_versions().update_item, Key={"model_id": model_id, "version_id": version_id},
+                      UpdateExpression="SET archive_sha256 = :sha",
+                      ConditionExpression="archive_sha256 = :none",
+                      ExpressionAttributeValues={":sha": sha256, ":none": ""})
+    return load_version(model_id, version_id)
 
 
 def add_version(version: dict) -> dict:
