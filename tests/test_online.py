@@ -73,6 +73,9 @@ def test_scoring_answers_in_the_payloads_own_form_with_the_models_own_values(use
                                                         {"shifted": shifted[1], "sum": sums[1]}]}
     status, answer = _score(user, url, {"inputs": {"a": a, "b": b}})
     assert status == 200 and answer == {"outputs": {"shifted": shifted, "sum": sums}}
+    from chalicelib.scoring import online as scoring
+
+    scoring.usage.flush()  # the writer thread's next write, now
     usage = body(user.client.http.get(user.base, headers=user.headers))["entity"]["usage"]
     assert usage["prediction_count"]["current"] == 6 and usage["computation_time"]["current"] > 0
 

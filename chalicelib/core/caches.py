@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _registered: list[Any] = []
 
@@ -22,6 +24,12 @@ def per_process(function: Callable | None = None, *, maxsize: int | None = None)
         _registered.append(cached)
         return cached
     return register(function) if function is not None else register
+
+
+def register(cache: T) -> T:
+    """Register a cache of another kind: anything with a `cache_clear` method."""
+    _registered.append(cache)
+    return cache
 
 
 def reset() -> None:

@@ -22,6 +22,10 @@ from chalicelib.local.localstack import ROOT
 
 
 class _V3RequestHandler(ChaliceRequestHandler):
+    # Headers and body go out in two writes on a kept-alive connection: without TCP_NODELAY the
+    # body waits for the client's delayed ACK of the headers (40 ms on Linux) on every request.
+    disable_nagle_algorithm = True
+
     def _send_error_response(self, error: LocalGatewayException) -> None:
         if not isinstance(error, ForbiddenError):  # the app has no authorizers: a 403 here is a route it lacks
             super()._send_error_response(error)
