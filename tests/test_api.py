@@ -229,8 +229,11 @@ def test_unknown_model_and_version_are_404(api, tenant):
     created, headers = tenant
     response = _upload(api, tenant, "00000000-0000-0000-0000-000000000000", b"x")
     assert response.status_code == 404
-    response = api.get("/v3/ml_assets/models/nope/versions/nope", headers=headers)
+    missing = "11111111-2222-4333-8444-555555555555"
+    response = api.get(f"/v3/ml_assets/models/{missing}/versions/{missing}", headers=headers)
     assert response.status_code == 404 and error_of(response)["target"]["type"] == "model_version"
+    response = api.get("/v3/ml_assets/models/nope/versions/" + "x" * 2000, headers=headers)  # not ids at all
+    assert response.status_code == 404 and error_of(response)["target"] == {"type": "model", "id": "nope"}
 
 
 def test_malformed_host_header_is_refused(api, tenant):

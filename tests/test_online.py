@@ -184,3 +184,49 @@ def test_the_api_and_the_scoring_function_speak_one_invoke_protocol(user, online
     with pytest.raises(ApiError) as raised:
         online_requests.answer(refused)
     assert raised.value.status == 400 and raised.value.code == "missing_tensor" and "'b'" in raised.value.message
+
+
+def test_an_archive_uploaded_in_two_steps_is_served_by_a_deployment_made_while_it_was_inspected(user, model_dirs):
+    """The digest the inspection records reaches the deployment, and a score settles it itself."""
+    import requests
+
+    from chalicelib.scoring import inspection
+
+    created = user.client.http.post(f"{user.base}/published_models", headers=user.headers,
+                                    body=json.dumps({"name": "two-step", "model_type": "tensorflow-2.21"}))
+    model_id = body(created)["metadata"]["guid"]
+    started = body(user.client.http.post(f"{user.base}/published_models/{model_id}/uploads", headers=user.headers))
+    again = user.client.http.post(f"{user.base}/published_models/{model_id}/uploads", headers=user.headers)
+    assert again.status_code == 409  # one upload under way per model
+    form = started["upload"]
+    posted = requests.post(form["url"], data=form["fields"], timeout=60,
+                           files={form["file_field"]: ("m.tar.gz", savedmodels.tar_gz(model_dirs["multi_io"]))})
+    assert posted.status_code in (200, 201, 204), posted.text
+    model = body(user.client.http.get(f"{user.base}/published_models/{model_id}", headers=user.headers))
+    assert model["entity"]["status"] == "inspecting"  # noticed: its inspection is queued
+    deployed = user.client.http.post(f"{user.base}/deployments", headers=user.headers, body=json.dumps(
+        {"name": "early", "type": "online", "published_model": {"guid": model_id}}))
+    assert deployed.status_code == 202
+    assert inspection.inspect_version(model_id, started["version"]["guid"]) == "ready"
+    assert _score(user, body(deployed)["entity"]["scoring_url"], {"instances": [{"a": [1, 2, 3], "b": 4}]}) == (
+        200, {"predictions": [{"shifted": 5, "sum": 6.0}]})
+
+
+def test_oversized_payloads_and_other_tenants_models_are_refused(user, online, server_aws):
+    _, details = online
+    status, answer = _score(user, details["entity"]["scoring_url"], b'{"instances": [' + b"0," * 2_200_000 + b"0]}")
+    assert status == 413 and answer["errors"][0]["code"] == "payload_too_large"
+    other = tenant(server_aws)
+    model_id = online[0]
+    foreign = other.client.http.put(f"/v3/ml_assets/models/{model_id}/versions/{'1' * 8}-2222-4333-8444-{'5' * 12}"
+                                    "/content", headers={**other.headers, "Content-Type": "application/octet-stream"},
+                                    body=b"\x1f\x8b")
+    assert foreign.status_code == 404  # another instance's model: as if absent, whatever its versions
+
+
+def test_an_answer_without_one_row_per_instance_is_refused_not_crashed():
+    from chalicelib.scoring import payloads
+    from chalicelib.scoring.formats import InputError
+
+    with pytest.raises(InputError, match="output 'y' does not hold one row per instance"):
+        payloads.write({"x": np.zeros((2, 3)), "y": np.zeros(3)}, payloads.Form.WML, rows=2)

@@ -18,15 +18,6 @@ from chalicelib.state.connections import Location
 from chalicelib.state.deployments import choose_signature
 
 
-def _check_batchable(signature: dict) -> None:
-    for tensor in signature["inputs"]:
-        shape = tensor["shape"]
-        if shape is not None and (len(shape) == 0 or shape[0] is not None):
-            raise BadRequest(f"Input tensor '{tensor['name']}' of signature '{signature['name']}' has shape "
-                             f"{shape}, without a batch dimension; export the model with a None first "
-                             "dimension to score batches.", target=field("signature_name"))
-
-
 def _location(connection, place) -> Location:
     return Location(place.bucket, place.prefix, connection.connection.url.rstrip("/"),
                     connection.connection.region or "", connection.type)
@@ -109,26 +100,11 @@ def create(call: Call, instance_id: str, model_id: str | None = None) -> dict:
 
 
 def _signature(version: dict, requested: str | None) -> dict:
-    signature = choose_signature(version["signatures"], requested)
-    _check_batchable(signature)
-    return signature
+    return deployments.batchable(choose_signature(version["signatures"], requested))
 
 
 def _settled(item: dict) -> dict:
-    """An online deployment created while its version was being inspected, as it stands now:
-    ready once the version is (its signature chosen then), failed if the version is invalid."""
-    if item.get("type") != "online" or item["status"] != deployments.IN_PROGRESS:
-        return item
-    version = models.load_version(item["model_id"], item["version_id"])
-    if version["status"] == models.PENDING:
-        return item
-    if version["status"] == models.READY:
-        try:
-            return deployments.finish_online(item, signature=_signature(version, item.get("signature_name") or None))
-        except BadRequest as error:
-            return deployments.finish_online(item, failure=error.message)
-    reason = version.get("status_details", {}).get("message", "it could not be inspected")
-    return deployments.finish_online(item, failure=str(reason))
+    return deployments.settled_online(item, models.load_version)
 
 
 def _count_deployment(instance_id: str, model_id: str) -> None:

@@ -43,6 +43,7 @@ from chalicelib.core.log import logger
 JSON_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")  # what a path answers, if only with a 405
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_ID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 
 
 @dataclass
@@ -201,6 +202,10 @@ class V3Api:
         started = time.perf_counter()
         call = Call(request=request, trace=trace)
         try:
+            for name, value in params.items():  # every id in a path is a UUID; anything else names nothing
+                if name.endswith("_id") and not _ID.match(value):
+                    raise NotFound(f"There is no {name[:-3].replace('_', ' ')} {value[:64]!r}.",
+                                   target={"type": name[:-3], "id": value[:64]})
             if not public:
                 call.claims = call.bearer_claims()
                 requested = params.get("instance_id")

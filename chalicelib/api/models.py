@@ -18,6 +18,7 @@ from chalicelib.api.schemas import NewAsset, NewModel, parse
 from chalicelib.core import archives, tasks
 from chalicelib.core.clock import now_iso
 from chalicelib.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.state import instances, models
 
@@ -73,7 +74,12 @@ def start_upload(call: Call, instance_id: str, model_id: str) -> dict:
     and a form to POST its archive with straight to the models bucket (this key only, at most
     TFBATCH_MAX_ARCHIVE_BYTES, for models.UPLOAD_SECONDS). The next read of the model (or of the
     version) after the archive lands queues its inspection, which checks it like any upload."""
-    models.load(instance_id, model_id)
+    model = models.load(instance_id, model_id)
+    if model.get("awaiting_upload") and models.load_version(model_id, model["awaiting_upload"])["status"] == \
+            models.AWAITING_UPLOAD:
+        raise Conflict(f"Published model {model_id} has an upload under way (version {model['awaiting_upload']}); "
+                       "finish it, or wait for its form to expire, before starting another.",
+                       target={"type": "model_version", "id": model["awaiting_upload"]})
     version_id = str(uuid.uuid4())
     version = {"model_id": model_id, "version_id": version_id, "instance_id": instance_id,
                "archive_key": f"models/{instance_id}/{model_id}/{version_id}/model.archive",
@@ -93,7 +99,13 @@ def _noticed(item: dict) -> dict:
     if not version_id:
         return item
     version = models.load_version(item["model_id"], version_id)
-    if version["status"] != models.AWAITING_UPLOAD or not models.archive_landed(version["archive_key"]):
+    try:
+        landed = version["status"] == models.AWAITING_UPLOAD and models.archive_landed(version["archive_key"])
+    except Exception:  # the store cannot say now: the model as it is, and the next read asks again
+        logger.warning("could not check for an uploaded archive", exc_info=True,
+                       extra={"model_id": item["model_id"], "version_id": version_id})
+        return item
+    if not landed:
         return item
     updated = models.start_inspection(version)
     if updated is None:  # another request noticed it first
@@ -127,9 +139,7 @@ def upload_version(call: Call, model_id: str, version_id: str) -> dict:
     if not _UUID.match(version_id):
         raise BadRequest("The version id must be a lowercase UUID, as given in 'content_url'.",
                          target={"type": "version", "id": version_id[:64]})
-    if models.version_exists(model_id, version_id):
-        raise Conflict(f"Version {version_id} of model {model_id} has content already; upload again to the "
-                       "model's content URL for a new version.", target={"type": "model_version", "id": version_id})
+    models.load(call.instance_id, model_id)  # another instance's model: as if absent
     return _view(call, _store_version(call, call.instance_id, model_id, version_id))
 
 
@@ -159,6 +169,9 @@ def _store_version(call: Call, instance_id: str, model_id: str, version_id: str)
         "created_at": now_iso(),
     }
     item = models.add_version(version)
+    if item is None:
+        raise Conflict(f"Version {version_id} of model {model_id} has content already; upload again to the "
+                       "model's content URL for a new version.", target={"type": "model_version", "id": version_id})
     tasks.send(tasks.INSPECT_MODEL, instance_id=instance_id, model_id=model_id, version_id=version_id)
     return item
 

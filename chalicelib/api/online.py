@@ -15,20 +15,33 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from botocore.exceptions import ClientError
 
 from chalicelib.core import aws
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import ApiError, PayloadTooLarge, TooManyRequests
 from chalicelib.core.settings import get_settings
 
 Scorer = Callable[[str, str, bytes], dict]
 
 
+MAX_BODY_BYTES = 4 * 1024 * 1024  # base64 in a synchronous invoke's 6 MB request
+
+
 def score(instance_id: str, deployment_id: str, body: bytes, *, here: Scorer) -> dict:
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The payload is {len(body)} bytes; an online request takes at most {MAX_BODY_BYTES}. "
+                              "Score larger inputs with a batch deployment.", target={"type": "body"})
     function = get_settings().online_function
     if function is None:
         return here(instance_id, deployment_id, body)
-    response = aws.client("lambda").invoke(FunctionName=function, InvocationType="RequestResponse",
-                                           Payload=orjson.dumps(request(instance_id, deployment_id, body)))
+    try:
+        response = aws.client("lambda").invoke(FunctionName=function, InvocationType="RequestResponse",
+                                               Payload=orjson.dumps(request(instance_id, deployment_id, body)))
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("TooManyRequestsException", "ThrottlingException"):
+            raise TooManyRequests("Online scoring is at its concurrency limit; try again shortly.",
+                                  retry_after=1) from None
+        raise
     if response.get("FunctionError"):  # a crash or a timeout of the function itself, not a refusal
         raise ScoringUnavailable("The online scoring function failed; try again shortly.")
     return answer(orjson.loads(response["Payload"].read()))

@@ -16,6 +16,7 @@ from many files are joined into model calls of up to `batch_size` rows, then spl
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import os
@@ -102,6 +103,14 @@ class Model:
         self._loaded = loaded  # keeps the variables alive
         self._function = loaded.signatures[signature_name]
         self._call_seconds = get_settings().model_call_seconds if call_seconds is None else call_seconds
+
+    def bounded(self, call_seconds: float) -> Model:
+        """The same signature, its calls bounded to `call_seconds` (online answers must be quick)."""
+        if call_seconds == self._call_seconds:
+            return self
+        bounded = copy.copy(self)
+        bounded._call_seconds = call_seconds
+        return bounded
 
     def _call(self, inputs: dict) -> dict:
         finished = threading.Event()

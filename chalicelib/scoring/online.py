@@ -28,7 +28,7 @@ from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import engine, payloads, pipeline
 from chalicelib.scoring.formats import InputError, TensorSpec
-from chalicelib.state import deployments, instances
+from chalicelib.state import deployments, instances, models
 
 
 class ModelUnavailable(ApiError):
@@ -40,6 +40,10 @@ class ModelTimeout(ApiError):
 
 
 READY_SECONDS = 5.0
+# An answer must come back within API Gateway's 29 s and fit a synchronous Lambda answer (6 MB):
+# online calls are bounded tighter than batch ones.
+CALL_SECONDS = 20.0
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 USAGE_SECONDS = 1.0
 USAGE_ATTEMPTS = 5
 
@@ -57,7 +61,8 @@ class _ReadyDeployments:
             kept = self._kept.get(key)
         if kept is not None and kept[0] > now:
             return kept[1]
-        deployment = deployments.Deployment.from_item(deployments.load(instance_id, deployment_id))
+        item = deployments.settled_online(deployments.load(instance_id, deployment_id), models.load_version)
+        deployment = deployments.Deployment.from_item(item)
         if deployment.status == deployments.ONLINE_READY:
             with self._lock:
                 self._kept = {k: v for k, v in self._kept.items() if v[0] > now}  # expired ones go
@@ -137,21 +142,26 @@ def score(instance_id: str, deployment_id: str, body: bytes) -> dict:
     except InputError as error:
         raise BadRequest(f"The payload cannot be scored: {error}", code=error.code, target={"type": "body"}) from None
     try:
-        model = engine.model(engine.StoredArchive.of(deployment), deployment.signature_name).result()
+        model = engine.model(engine.StoredArchive.of(deployment), deployment.signature_name).result().bounded(
+            min(CALL_SECONDS, get_settings().model_call_seconds))
     except Exception as error:
         raise ModelUnavailable(f"The deployment's model could not be loaded ({type(error).__name__}); the "
                                "service's log has the details.") from None
     settings = get_settings()
     started = time.perf_counter()
     predicted, refused = pipeline.predict(model, [batch], settings.batch_size,
-                                          max_output_bytes=settings.max_output_bytes)
+                                          max_output_bytes=min(settings.max_output_bytes, MAX_ANSWER_BYTES))
     seconds = time.perf_counter() - started
     usage.add(instance_id, 0 if refused else batch.count, seconds)
     if refused:
         error = refused[0]
         kind = ModelTimeout if error.code == "model_timeout" else BadRequest
         raise kind(f"The payload cannot be scored: {error}", code=error.code, target={"type": "body"})
-    return payloads.write(predicted[0], form)
+    try:
+        return payloads.write(predicted[0], form, rows=batch.count)
+    except InputError as error:
+        raise BadRequest(f"The model's answer cannot be written: {error}", code=error.code,
+                         target={"type": "deployment", "id": deployment_id}) from None
 
 
 def handle_invoke(event: dict) -> dict:

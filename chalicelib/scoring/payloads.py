@@ -42,10 +42,14 @@ def read(data: bytes, inputs: list[TensorSpec], signature_name: str) -> tuple[Ba
     return formats.batch(formats.columns(document, inputs, signature_name), inputs), form
 
 
-def write(outputs: dict[str, np.ndarray], form: Form) -> dict[str, Any]:
-    """The model's outputs (one row per instance) in the request's form."""
+def write(outputs: dict[str, np.ndarray], form: Form, *, rows: int) -> dict[str, Any]:
+    """The model's outputs (one row per instance: `rows` of them) in the request's form."""
     names = sorted(outputs)
-    count = len(outputs[names[0]]) if names else 0
+    wrong = [name for name in names if np.ndim(outputs[name]) == 0 or len(outputs[name]) != rows]
+    if wrong:
+        raise InputError(f"output '{wrong[0]}' does not hold one row per instance ({rows}); an online answer "
+                         "needs the batch dimension first in every output.", "model_error")
+    count = rows
     if form == Form.WML:
         return {"fields": names, "values": [[json_value(outputs[name][row]) for name in names]
                                             for row in range(count)]}

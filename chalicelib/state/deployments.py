@@ -90,6 +90,37 @@ def choose_signature(signatures: list[dict], requested: str | None) -> dict:
                      "serving_default; name one in 'signature_name'.", target=field("signature_name"))
 
 
+def batchable(signature: dict) -> dict:
+    """The signature, if every input has a batch dimension (None first): scoring joins records."""
+    for tensor in signature["inputs"]:
+        shape = tensor["shape"]
+        if shape is not None and (len(shape) == 0 or shape[0] is not None):
+            raise BadRequest(f"Input tensor '{tensor['name']}' of signature '{signature['name']}' has shape "
+                             f"{shape}, without a batch dimension; export the model with a None first "
+                             "dimension to score batches.", target=field("signature_name"))
+    return signature
+
+
+def settled_online(item: dict, load_version) -> dict:
+    """An online deployment created while its version was being inspected, as it stands now:
+    ready once the version is (its signature chosen then, and the archive's digest, which a
+    two-step upload records only at inspection), FAILED if the version is invalid. Whoever
+    reads it first (a request for it, or a score) makes the change, once."""
+    if item.get("type") != "online" or item["status"] != IN_PROGRESS:
+        return item
+    version = load_version(item["model_id"], item["version_id"])
+    if version["status"] == "inspecting":
+        return item
+    if version["status"] == "ready":
+        try:
+            signature = batchable(choose_signature(version["signatures"], item.get("signature_name") or None))
+        except BadRequest as error:
+            return finish_online(item, failure=error.message)
+        return finish_online(item, signature=signature, archive_sha256=version.get("archive_sha256", ""))
+    reason = version.get("status_details", {}).get("message", "it could not be inspected")
+    return finish_online(item, failure=str(reason))
+
+
 def put_new(item: dict) -> None:
     _table().put_item(Item=item)
 
@@ -155,11 +186,12 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
 
-def finish_online(item: dict, *, signature: dict | None = None, failure: str | None = None) -> dict:
+def finish_online(item: dict, *, signature: dict | None = None, archive_sha256: str = "",
+                  failure: str | None = None) -> dict:
     """An online deployment waiting for its version's inspection becomes ready with `signature`,
     or FAILED with `failure`; whoever reads it first makes the change, once (conditional on it
     still waiting). The item as it is now."""
-    fields = {"signature": signature} if signature is not None else {}
+    fields = {"signature": signature, "archive_sha256": archive_sha256} if signature is not None else {}
     status = ONLINE_READY if failure is None else FAILED
     if _set_status(item["instance_id"], item["deployment_id"], status, failure=failure, fields=fields,
                    waiting=True):

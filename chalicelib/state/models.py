@@ -100,10 +100,13 @@ def await_upload(version: dict) -> None:
     """Record a version whose archive is being uploaded straight to the bucket, and point the
     model at it, so the next read of the model notices the upload once it lands."""
     _versions().put_item(Item=version)
-    _models().update_item(Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
-                          UpdateExpression="SET awaiting_upload = :id",
-                          ConditionExpression="attribute_exists(model_id)",
-                          ExpressionAttributeValues={":id": version["version_id"]})
+    if not aws.conditionally(_models().update_item,
+                             Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
+                             UpdateExpression="SET awaiting_upload = :id",
+                             ConditionExpression="attribute_exists(model_id)",
+                             ExpressionAttributeValues={":id": version["version_id"]}):
+        raise NotFound(f"Published model {version['model_id']} was deleted.",
+                       target={"type": "published_model", "id": version["model_id"]})
 
 
 def archive_landed(archive_key: str) -> bool:
@@ -126,11 +129,15 @@ def start_inspection(version: dict) -> dict | None:
             ExpressionAttributeValues={":pending": PENDING, ":awaiting": AWAITING_UPLOAD}):
         return None
     version = {**version, "status": PENDING}
-    return _models().update_item(
-        Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
+    updated = aws.conditional_response(
+        _models().update_item, Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
         UpdateExpression="SET latest_version = :version, modified_at = :now REMOVE awaiting_upload",
         ConditionExpression="attribute_exists(model_id)",
-        ExpressionAttributeValues={":version": version, ":now": now_iso()}, ReturnValues="ALL_NEW")["Attributes"]
+        ExpressionAttributeValues={":version": version, ":now": now_iso()}, ReturnValues="ALL_NEW")
+    if updated is None:
+        raise NotFound(f"Published model {version['model_id']} was deleted.",
+                       target={"type": "published_model", "id": version["model_id"]})
+    return updated["Attributes"]
 
 
 def record_digest(model_id: str, version_id: str, sha256: str) -> dict:
@@ -143,9 +150,12 @@ def record_digest(model_id: str, version_id: str, sha256: str) -> dict:
     return load_version(model_id, version_id)
 
 
-def add_version(version: dict) -> dict:
-    """Store a new version and make it the model's latest; the model item as it is now."""
-    _versions().put_item(Item=version)
+def add_version(version: dict) -> dict | None:
+    """Store a new version and make it the model's latest; the model item as it is now. None
+    when a version of that id exists already (ids are written once)."""
+    if not aws.conditionally(_versions().put_item, Item=version,
+                             ConditionExpression="attribute_not_exists(version_id)"):
+        return None
     return _models().update_item(
         Key={"instance_id": version["instance_id"], "model_id": version["model_id"]},
         UpdateExpression="SET latest_version = :version, modified_at = :now",
