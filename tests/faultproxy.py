@@ -52,6 +52,8 @@ class FaultProxy:
         self.write_factor = write_factor  # writes are few beside reads, and where exactly-once is at stake
         self.enabled = False
         self.counts: Counter = Counter()  # (fault, service) -> how many
+        self.requests: Counter = Counter()  # (service, operation) -> requests that reached the proxy
+        self.request_bytes: Counter = Counter()  # (service, operation) -> bytes of their bodies
         self.after_effect: list[str] = []  # what was reset after it took effect
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -110,6 +112,11 @@ class FaultProxy:
             if fault == RESET_AFTER:
                 self.after_effect.append(what)
 
+    def tally(self, service: str, operation: str, size: int) -> None:
+        with self._lock:
+            self.requests[(service, operation)] += 1
+            self.request_bytes[(service, operation)] += size
+
     def summary(self) -> str:
         by_fault = Counter()
         for (fault, _), number in self.counts.items():
@@ -137,6 +144,17 @@ def _service(headers) -> tuple[str, str]:
     if target:
         return "json", target
     return "s3", ""
+
+
+def _s3_operation(method: str, path: str) -> str:
+    """An S3 request's operation, from its method and its path-style URL (bucket, key, query)."""
+    route, _, query = path.partition("?")
+    is_bucket = "/" not in route.strip("/")
+    if method == "GET":
+        return "ListObjects" if is_bucket else "GetObject"
+    if method == "PUT":
+        return "CreateBucket" if is_bucket and "notification" not in query else "PutObject"
+    return {"HEAD": "HeadObject", "DELETE": "DeleteObject", "POST": "PostObject"}.get(method, method)
 
 
 def _s3_error(status: int, code: str, message: str) -> tuple[int, dict, bytes]:
@@ -236,6 +254,8 @@ def _handler(proxy: FaultProxy):
         def _handle(self) -> None:
             body = self._body()
             service, operation = _service(self.headers)
+            if not self.path.startswith("/moto-api"):
+                proxy.tally(service, operation or _s3_operation(self.command, self.path), len(body))
             write = service != "s3" or self.command not in ("GET", "HEAD")
             fault, detail = (None, 0.0) if self.path.startswith("/moto-api") else proxy.draw(write)
             if fault is not None:
