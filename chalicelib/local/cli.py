@@ -12,9 +12,176 @@ stack = typer.Typer(no_args_is_help=True, help="The local stack (moto, the API, 
 admin = typer.Typer(no_args_is_help=True, help="Administration: instances and their credentials.")
 app.add_typer(stack, name="stack")
 job = typer.Typer(no_args_is_help=True, help="Scoring jobs.")
+models_cli = typer.Typer(no_args_is_help=True, help="Published models: publish, list, show, delete.")
 app.add_typer(admin, name="admin")
 app.add_typer(job, name="job")
+app.add_typer(models_cli, name="models")
 console = Console()
+PROFILE = typer.Option("default", "--profile", help="Which signed-in profile to use (`tfbatch login`).")
+JSON = typer.Option(False, "--json", help="Print the API's JSON answer, exactly, instead of a summary.")
+MODEL_PATH = typer.Argument(..., exists=True, help="A SavedModel directory, or its .tar.gz / .zip archive.")
+DIRECT_UPLOAD_BYTES = 8 * 1024 * 1024  # larger archives take the two-step upload (API Gateway passes 10 MB)
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"tfbatch {version('tfbatch')}")
+        raise typer.Exit()
+
+
+VERSION = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+
+
+@app.callback()
+def options(version: bool = VERSION) -> None:
+    """tfbatch: score the files that land in a bucket with a TensorFlow model."""
+
+
+def _api(run):
+    """Run an API call of the command; a refusal is its message on one line, exit 1."""
+    from chalicelib.local.client import ApiFailure
+
+    try:
+        return run()
+    except ApiFailure as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _print_json(value) -> None:
+    import json
+
+    typer.echo(json.dumps(value, indent=2))
+
+
+@app.command()
+def login(
+    url: str = typer.Option(None, help="The API's URL, e.g. https://abc.execute-api.us-east-1.amazonaws.com/api"),
+    instance: str = typer.Option(None, help="The instance id."),
+    username: str = typer.Option(None, help="The instance's username."),
+    local: bool = typer.Option(False, "--local", help="Sign in to the local stack with what `make up` wrote."),
+    profile: str = PROFILE,
+) -> None:
+    """Sign in once: keep a token for the instance (never the password) as a profile.
+
+    The password comes from TFBATCH_PASSWORD or a prompt, never from the command line.
+    Example: tfbatch login --url http://127.0.0.1:8000 --instance 0b6e... --username 3f2a..."""
+    import json
+
+    from chalicelib.local import client
+
+    if local:
+        from chalicelib.local import localstack
+
+        saved = json.loads(localstack.CREDENTIALS_FILE.read_text())
+        url, instance, username, password = saved["url"], saved["instance_id"], saved["username"], saved["password"]
+    else:
+        if not (url and instance and username):
+            raise typer.BadParameter("give --url, --instance and --username (or --local)")
+        password = os.environ.get("TFBATCH_PASSWORD") or typer.prompt("password", hide_input=True)
+    signed_in = _api(lambda: client.login(profile, url, instance, username, password))
+    console.print(f"signed in to instance {signed_in.instance_id} at {signed_in.url} as profile '{profile}'")
+
+
+@models_cli.command("publish")
+def models_publish(
+    path: Path = MODEL_PATH,
+    name: str = typer.Option(..., help="The published model's name."),
+    framework_version: str = typer.Option("2.21", help="The TensorFlow version it was saved with."),
+    profile: str = PROFILE,
+    as_json: bool = JSON,
+) -> None:
+    """Publish a model and wait for its inspection: its signatures, or why it cannot be served.
+
+    Example: tfbatch models publish ./my_saved_model --name digits"""
+    import time
+
+    from chalicelib.core import archives
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    data = archives.pack(path, path.name) if path.is_dir() else path.read_bytes()
+    model = _api(lambda: api.call("POST", "/published_models", expect=(201,),
+                                  json={"name": name, "model_type": f"tensorflow-{framework_version}"}))
+    model_id = model["metadata"]["guid"]
+    if len(data) <= DIRECT_UPLOAD_BYTES:
+        _api(lambda: api.call("PUT", f"/published_models/{model_id}/content", expect=(202,), data=data,
+                              headers={"Content-Type": "application/octet-stream"}))
+    else:
+        _upload_in_two_steps(api, model_id, data)
+    while (model := _api(lambda: api.call("GET", f"/published_models/{model_id}")))["entity"]["status"] in (
+            "inspecting", "awaiting_content"):
+        time.sleep(0.5)
+    if as_json:
+        _print_json(model)
+    else:
+        _show_model(model)
+    if model["entity"]["status"] != "ready":
+        raise typer.Exit(1)
+
+
+def _upload_in_two_steps(api, model_id: str, data: bytes) -> None:
+    import requests
+
+    started = _api(lambda: api.call("POST", f"/published_models/{model_id}/uploads", expect=(201,)))
+    form = started["upload"]
+    posted = requests.post(form["url"], data=form["fields"], files={form["file_field"]: ("model.tar.gz", data)},
+                           timeout=(5, 600))
+    if posted.status_code not in (200, 201, 204):
+        console.print(f"[red]the archive could not be uploaded: {posted.status_code} {posted.text[:300]}[/red]")
+        raise typer.Exit(1)
+
+
+def _show_model(model: dict) -> None:
+    from rich.table import Table
+
+    entity = model["entity"]
+    latest = entity.get("latest_version", {})
+    console.print(f"model {model['metadata']['guid']} '{entity['name']}': {entity['status']}")
+    if entity["status"] == "invalid":
+        console.print(f"[red]{latest.get('status_details', {}).get('message', '')}[/red]")
+    table = Table("signature", "inputs", "outputs")
+    for signature in latest.get("signatures", []):
+        describe = lambda tensors: ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in tensors)  # noqa: E731
+        table.add_row(signature["name"], describe(signature["inputs"]), describe(signature["outputs"]))
+    if latest.get("signatures"):
+        console.print(table)
+
+
+@models_cli.command("list")
+def models_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
+    """The instance's published models. Example: tfbatch models list --json"""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    page = _api(lambda: api.call("GET", "/published_models", params={"limit": 1000}))
+    if as_json:
+        return _print_json(page)
+    for model in page["resources"]:
+        entity = model["entity"]
+        console.print(f"{model['metadata']['guid']}  {entity['status']:<16} {entity['name']}")
+
+
+@models_cli.command("show")
+def models_show(model_id: str, profile: str = PROFILE, as_json: bool = JSON) -> None:
+    """One published model, with its signatures. Example: tfbatch models show 5d1c..."""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    model = _api(lambda: api.call("GET", f"/published_models/{model_id}"))
+    _print_json(model) if as_json else _show_model(model)
+
+
+@models_cli.command("delete")
+def models_delete(model_id: str, profile: str = PROFILE) -> None:
+    """Delete a published model no deployment uses. Example: tfbatch models delete 5d1c..."""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    _api(lambda: api.call("DELETE", f"/published_models/{model_id}", expect=(204,)))
+    console.print(f"deleted model {model_id}")
 
 
 @stack.command("up")

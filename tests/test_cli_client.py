@@ -1,0 +1,70 @@
+"""The `tfbatch` command as a user of the API runs it, against the local stack: sign in once
+(a profile with a token, never the password, readable by its owner only), then publish, list,
+show and delete models, each with `--json` printing the API's own answer."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+TFBATCH = str(Path(sys.executable).parent / "tfbatch")
+
+
+def _tfbatch(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TFBATCH, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def signed_in(local_stack, tmp_path) -> dict:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "TFBATCH_PASSWORD": local_stack["password"],
+           "COLUMNS": "200"}
+    done = _tfbatch(env, "login", "--url", local_stack["url"], "--instance", local_stack["instance_id"],
+                    "--username", local_stack["username"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env
+
+
+def test_the_command_says_its_version():
+    done = subprocess.run([TFBATCH, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("tfbatch 0.")
+
+
+def test_login_keeps_a_token_never_the_password_and_only_for_its_owner(signed_in, local_stack, tmp_path):
+    profiles = tmp_path / "config" / "tfbatch" / "profiles.json"
+    assert stat.S_IMODE(profiles.stat().st_mode) == 0o600
+    saved = json.loads(profiles.read_text())["default"]
+    assert saved["instance_id"] == local_stack["instance_id"] and saved["token"]
+    assert local_stack["password"] not in profiles.read_text()
+    wrong = _tfbatch({**signed_in, "TFBATCH_PASSWORD": "not-it"}, "login", "--url", local_stack["url"], "--instance",
+                     local_stack["instance_id"], "--username", local_stack["username"], "--profile", "other")
+    assert wrong.returncode == 1 and "invalid_credentials" in wrong.stdout
+
+
+def test_models_are_published_listed_shown_and_deleted_with_the_command(signed_in, model_dirs, tmp_path):
+    published = _tfbatch(signed_in, "models", "publish", str(model_dirs["multi_io"]), "--name", "cli-model", "--json")
+    assert published.returncode == 0, published.stdout + published.stderr
+    model = json.loads(published.stdout)
+    model_id = model["metadata"]["guid"]
+    assert model["entity"]["status"] == "ready"
+    assert [s["name"] for s in model["entity"]["latest_version"]["signatures"]] == ["serving_default"]
+    listed = json.loads(_tfbatch(signed_in, "models", "list", "--json").stdout)
+    assert model_id in [item["metadata"]["guid"] for item in listed["resources"]]
+    shown = _tfbatch(signed_in, "models", "show", model_id)
+    assert shown.returncode == 0 and "serving_default" in shown.stdout and "a float32" in shown.stdout
+    assert _tfbatch(signed_in, "models", "delete", model_id).returncode == 0
+    gone = _tfbatch(signed_in, "models", "show", model_id)
+    assert gone.returncode == 1 and "does not exist" in gone.stdout
+
+
+def test_a_model_that_cannot_be_served_is_published_as_invalid_with_why(signed_in, tmp_path):
+    import hostile_models
+
+    refused = _tfbatch(signed_in, "models", "publish", str(hostile_models.reads_environment(tmp_path / "env")),
+                       "--name", "env-reader")
+    assert refused.returncode == 1 and "invalid" in refused.stdout and "ReadFile" in refused.stdout
