@@ -68,3 +68,36 @@ def test_a_model_that_cannot_be_served_is_published_as_invalid_with_why(signed_i
     refused = _tfbatch(signed_in, "models", "publish", str(hostile_models.reads_environment(tmp_path / "env")),
                        "--name", "env-reader")
     assert refused.returncode == 1 and "invalid" in refused.stdout and "ReadFile" in refused.stdout
+
+
+def test_a_batch_deployment_is_created_watched_inspected_and_deleted_with_the_command(signed_in, local_stack,
+                                                                                      model_dirs, tmp_path):
+    import stackclient
+
+    s3 = stackclient.store(local_stack)
+    s3.create_bucket(Bucket="cli-in")
+    s3.create_bucket(Bucket="cli-out")
+    for number in range(5):
+        s3.put_object(Bucket="cli-in", Key=f"f{number}.json", Body=json.dumps({"a": [[number, 1, 2]], "b": [number]}))
+    s3.put_object(Bucket="cli-in", Key="bad.json", Body=b"{not json")
+    model = json.loads(_tfbatch(signed_in, "models", "publish", str(model_dirs["multi_io"]), "--name", "cli-batch",
+                                "--json").stdout)
+    store_env = {**signed_in, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    store_url = local_stack["env"]["TFBATCH_AWS_ENDPOINT"]
+    created = _tfbatch(store_env, "deployments", "create", "--model", model["metadata"]["guid"], "--input",
+                       "s3://cli-in", "--output", "s3://cli-out/results/", "--endpoint", store_url, "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployment_id = json.loads(created.stdout)["metadata"]["guid"]
+    watched = _tfbatch(signed_in, "deployments", "watch", deployment_id, "--every", "0.2")
+    assert watched.returncode == 0 and "SUCCESS: 5 scored, 1 failed" in watched.stdout, watched.stdout
+    failures = json.loads(_tfbatch(store_env, "deployments", "failures", deployment_id, "--json").stdout)
+    assert [(item["filename"], item["error"]["code"]) for item in failures] == [("bad.json", "invalid_json")]
+    downloaded = _tfbatch(store_env, "deployments", "results", deployment_id, "--to", str(tmp_path / "out"))
+    assert downloaded.returncode == 0
+    records = [element for path in (tmp_path / "out").glob("predictions-*.json")
+               for element in json.loads(path.read_text())]
+    assert sorted(element["filename"] for element in records) == [f"f{n}.json" for n in range(5)]
+    listed = _tfbatch(signed_in, "deployments", "list")
+    assert deployment_id in listed.stdout and "SUCCESS" in listed.stdout
+    assert _tfbatch(signed_in, "deployments", "delete", deployment_id).returncode == 0
+    assert _tfbatch(signed_in, "deployments", "show", deployment_id).returncode == 1

@@ -16,6 +16,9 @@ models_cli = typer.Typer(no_args_is_help=True, help="Published models: publish, 
 app.add_typer(admin, name="admin")
 app.add_typer(job, name="job")
 app.add_typer(models_cli, name="models")
+deployments_cli = typer.Typer(no_args_is_help=True, help="Deployments: create, list, show, watch, failures, "
+                                                        "results, delete.")
+app.add_typer(deployments_cli, name="deployments")
 console = Console()
 PROFILE = typer.Option("default", "--profile", help="Which signed-in profile to use (`tfbatch login`).")
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer, exactly, instead of a summary.")
@@ -354,6 +357,192 @@ def create_instance(
         "password": created.password,
         "url": api_url or localstack.api_url(),
     })
+
+
+def _location(uri: str, option: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
+        raise typer.BadParameter(f"{option} must be s3://bucket[/prefix]")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix
+
+
+def _store_keys(aws_profile: str | None) -> dict[str, str]:
+    """The store's keys, as AWS tools find them: the standard variables, a named profile, or a
+    prompt; never a command-line value, which would land in the shell's history."""
+    import boto3
+
+    found = boto3.Session(profile_name=aws_profile).get_credentials() if aws_profile else None
+    if found is None and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return {"access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    if found is not None:
+        return {"access_key": found.access_key, "secret_key": found.secret_key}
+    return {"access_key": typer.prompt("store access key"), "secret_key": typer.prompt("store secret key",
+                                                                                       hide_input=True)}
+
+
+@deployments_cli.command("create")
+def deployments_create(
+    model: str = typer.Option(..., help="The published model's id."),
+    input_: str = typer.Option(None, "--input", help="s3://bucket/prefix of the files to score (batch)."),
+    output: str = typer.Option(None, help="s3://bucket/prefix the results go to (batch)."),
+    endpoint: str = typer.Option("", help="The store's URL, for an S3-compatible store (default: AWS S3)."),
+    signature: str = typer.Option(None, help="The signature to serve (default: serving_default, or the only one)."),
+    name: str = typer.Option(None, help="The deployment's name (default: the model id)."),
+    online: bool = typer.Option(False, "--online", help="An online deployment: score requests, no buckets."),
+    aws_profile: str = typer.Option(None, help="A named AWS profile holding the store's keys."),
+    profile: str = PROFILE,
+    as_json: bool = JSON,
+) -> None:
+    """Deploy a model: batch over a bucket (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an AWS
+    profile or a prompt), or online.
+
+    Example: tfbatch deployments create --model 5d1c... --input s3://in/ --output s3://out/results/"""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    request: dict = {"name": name or model, "type": "online" if online else "batch",
+                     "published_model": {"guid": model}, **({"signature_name": signature} if signature else {})}
+    if not online:
+        if not (input_ and output):
+            raise typer.BadParameter("a batch deployment needs --input and --output (or give --online)")
+        keys = {**_store_keys(aws_profile), "url": endpoint}
+        (source, prefix), (target, out_prefix) = _location(input_, "--input"), _location(output, "--output")
+        request["input"] = {"type": "s3", "source": {"bucket": source, "prefix": prefix}, "connection": keys}
+        request["output"] = {"type": "s3", "target": {"bucket": target, "prefix": out_prefix}, "connection": keys}
+    created = _api(lambda: api.call("POST", "/deployments", expect=(201, 202), json=request))
+    if as_json:
+        return _print_json(created)
+    entity = created["entity"]
+    console.print(f"deployment {created['metadata']['guid']}: {entity['status']}"
+                  + (f"; scoring URL {entity['scoring_url']}" if online else ""))
+
+
+@deployments_cli.command("list")
+def deployments_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
+    """The instance's deployments. Example: tfbatch deployments list"""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    page = _api(lambda: api.call("GET", "/deployments", params={"limit": 1000}))
+    if as_json:
+        return _print_json(page)
+    for item in page["resources"]:
+        details = item["entity"]["status_details"]
+        counts = f"scored {details['scored']} failed {details['failed']}" if "scored" in details else ""
+        console.print(f"{item['metadata']['guid']}  {item['entity']['type']:<7} {item['entity']['status']:<19} "
+                      f"{item['entity']['name']}  {counts}")
+
+
+@deployments_cli.command("show")
+def deployments_show(deployment_id: str, profile: str = PROFILE, as_json: bool = JSON) -> None:
+    """One deployment with its status details. Example: tfbatch deployments show 8a0f..."""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    item = _api(lambda: api.call("GET", f"/deployments/{deployment_id}"))
+    if as_json:
+        return _print_json(item)
+    console.print(f"deployment {deployment_id} '{item['entity']['name']}' ({item['entity']['type']}): "
+                  f"{item['entity']['status_details']}")
+
+
+@deployments_cli.command("watch")
+def deployments_watch(deployment_id: str, profile: str = PROFILE, every: float = typer.Option(1.0, min=0.1)) -> None:
+    """Follow a batch deployment until it settles: exit 0 on SUCCESS, 1 on FAILED.
+
+    Example: tfbatch deployments watch 8a0f..."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    started, details = time.monotonic(), {}
+    with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("files", total=None, status="", rate="")
+        while True:
+            details = _api(lambda: api.call("GET", f"/deployments/{deployment_id}"))["entity"]["status_details"]
+            done = details.get("scored", 0) + details.get("failed", 0)
+            rate = done / max(time.monotonic() - started, 1e-9)
+            bar.update(task, total=details.get("total") or None, completed=done, status=details["status"],
+                       rate=f"{rate:,.0f} files/s, {details.get('failed', 0)} failed")
+            if details["status"] in ("SUCCESS", "FAILED", "DEPLOY_SUCCESS"):
+                break
+            time.sleep(every)
+    console.print(f"{details['status']}: {details.get('scored', 0)} scored, {details.get('failed', 0)} failed"
+                  + (f"; {details['failures'][0]}" if details.get("failures") else ""))
+    if details["status"] == "FAILED":
+        raise typer.Exit(1)
+
+
+def _output_files(api, deployment_id: str, aws_profile: str | None, kinds: tuple[str, ...]):
+    """(key, parsed JSON) of the deployment's result files of these kinds, read with the store's keys."""
+    import json
+
+    import boto3
+
+    item = _api(lambda: api.call("GET", f"/deployments/{deployment_id}"))
+    output = item["entity"].get("output")
+    if output is None:
+        raise typer.BadParameter("an online deployment writes no files")
+    keys = _store_keys(aws_profile)
+    s3 = boto3.client("s3", endpoint_url=output["connection"]["url"] or None, aws_access_key_id=keys["access_key"],
+                      aws_secret_access_key=keys["secret_key"])
+    bucket, prefix = output["target"]["bucket"], output["target"].get("prefix", "")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for found in page.get("Contents", []):
+            name = found["Key"][len(prefix):]
+            if "/" not in name and name.startswith(kinds) and name.endswith(".json"):
+                yield found["Key"], json.loads(s3.get_object(Bucket=bucket, Key=found["Key"])["Body"].read())
+
+
+@deployments_cli.command("failures")
+def deployments_failures(deployment_id: str, profile: str = PROFILE, aws_profile: str = typer.Option(None),
+                         as_json: bool = JSON) -> None:
+    """The files that failed: file, code, message (read from the output bucket with the store's keys).
+
+    Example: tfbatch deployments failures 8a0f..."""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    failed = [element for _, elements in _output_files(api, deployment_id, aws_profile, ("errors-",))
+              for element in elements]
+    if as_json:
+        return _print_json(failed)
+    for element in failed:
+        console.print(f"{element['filename']}  {element['error']['code']}  {element['error']['message']}")
+
+
+DOWNLOAD_TO = typer.Option(..., "--to", help="The folder to download to.")
+
+
+@deployments_cli.command("results")
+def deployments_results(deployment_id: str, to: Path = DOWNLOAD_TO,
+                        profile: str = PROFILE, aws_profile: str = typer.Option(None)) -> None:
+    """Download the deployment's result and error files. Example: tfbatch deployments results 8a0f... --to ./out"""
+    import json
+
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    to.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for key, elements in _output_files(api, deployment_id, aws_profile, ("predictions-", "errors-")):
+        (to / key.rsplit("/", 1)[-1]).write_text(json.dumps(elements))
+        count += 1
+    console.print(f"{count} files in {to}")
+
+
+@deployments_cli.command("delete")
+def deployments_delete(deployment_id: str, profile: str = PROFILE) -> None:
+    """Stop a deployment and forget its keys (its results stay). Example: tfbatch deployments delete 8a0f..."""
+    from chalicelib.local.client import Client
+
+    api = _api(lambda: Client(profile))
+    _api(lambda: api.call("DELETE", f"/deployments/{deployment_id}", expect=(204,)))
+    console.print(f"deleted deployment {deployment_id}")
 
 
 def main() -> None:
