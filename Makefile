@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test up down venv clean package image
 
-$(STAMP): requirements.txt requirements-dev.txt container/requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-scoring.txt container/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .

@@ -101,3 +101,24 @@ def test_a_batch_deployment_is_created_watched_inspected_and_deleted_with_the_co
     assert deployment_id in listed.stdout and "SUCCESS" in listed.stdout
     assert _tfbatch(signed_in, "deployments", "delete", deployment_id).returncode == 0
     assert _tfbatch(signed_in, "deployments", "show", deployment_id).returncode == 1
+
+
+def test_pip_install_of_the_project_gives_a_working_client_without_the_service_stack(local_stack, tmp_path):
+    """`pip install tfbatch` is the client: the command signs in and lists models with the base
+    dependencies alone; TensorFlow and Chalice are extras it does not pull in."""
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "client-venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(root)],
+                               capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "TFBATCH_PASSWORD": local_stack["password"]}
+    client = str(venv / "bin" / "tfbatch")
+    signed_in = subprocess.run([client, "login", "--url", local_stack["url"], "--instance", local_stack["instance_id"],
+                                "--username", local_stack["username"]], env=env, capture_output=True, text=True,
+                               timeout=120)
+    assert signed_in.returncode == 0, signed_in.stdout + signed_in.stderr
+    listed = subprocess.run([client, "models", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "resources" in json.loads(listed.stdout)
+    bare = subprocess.run([str(venv / "bin" / "python"), "-c", "import tensorflow"], capture_output=True)
+    assert bare.returncode != 0  # the client alone: no TensorFlow
