@@ -189,7 +189,7 @@ def models_delete(model_id: str, profile: str = PROFILE) -> None:
 
 @stack.command("up")
 def stack_up() -> None:
-    """Start the local stack (a second call does no harm)."""
+    """Start the local stack (a second call does no harm). Example: tfbatch stack up"""
     from chalicelib.local import localstack
 
     credentials = localstack.up()
@@ -200,7 +200,7 @@ def stack_up() -> None:
 
 @stack.command("down")
 def stack_down() -> None:
-    """Stop what `stack up` started."""
+    """Stop what `stack up` started. Example: tfbatch stack down"""
     from chalicelib.local import localstack
 
     stopped = localstack.down()
@@ -209,6 +209,7 @@ def stack_down() -> None:
 
 @stack.command("status")
 def stack_status() -> None:
+    """Which parts of the local stack run. Example: tfbatch stack status"""
     from chalicelib.local import localstack
 
     for name, pid in localstack.status().items():
@@ -219,7 +220,9 @@ def stack_status() -> None:
 def api(host: str = typer.Option("127.0.0.1", help="The address to serve on."),
         port: int = typer.Option(8000, help="The port to serve on."),
         stage: str = typer.Option("local", help="The chalice stage whose environment to use.")) -> None:
-    """Serve the API locally, as `chalice local` does, with unknown routes in the v3 error shape."""
+    """Serve the API locally, as `chalice local` does, with unknown routes in the v3 error shape.
+
+    Example: tfbatch api --port 8000 (`tfbatch stack up` runs it for you)"""
     from chalicelib.local import api_server
 
     api_server.serve(host, port, stage)
@@ -227,7 +230,9 @@ def api(host: str = typer.Option("127.0.0.1", help="The address to serve on."),
 
 @app.command()
 def worker() -> None:
-    """Run the local worker: poll the tasks queue and call the Lambda handlers."""
+    """Run the local worker: poll the tasks queue and call the Lambda handlers.
+
+    Example: tfbatch worker (`tfbatch stack up` runs it for you)"""
     from chalicelib.local import worker as local_worker
 
     local_worker.run()
@@ -252,7 +257,8 @@ def job_run(
     """Score every input of a deployment that has no result yet (resumable at any point).
 
     The backlog job's entry point: AWS Batch array children each score their shard and the last
-    to finish settles the deployment; a failed shard can be rerun alone with --shard."""
+    to finish settles the deployment; a failed shard can be rerun alone with --shard.
+    Example: tfbatch job run --instance 0b6e... --deployment 8a0f... --shards 4"""
     from chalicelib.scoring import pipeline, runner
 
     _local_stack_defaults()
@@ -297,7 +303,9 @@ def score(
     output: str = typer.Option(..., help="A folder, or s3://bucket/prefix."),
     signature: str = typer.Option(None, help="The signature to serve (default: serving_default, or the only one)."),
 ) -> None:
-    """Score every JSON file of a folder or bucket with a SavedModel, without any service."""
+    """Score every JSON file of a folder or bucket with a SavedModel, without any service.
+
+    Example: tfbatch score --model ./saved_model --input ./inputs --output ./results"""
     import sys
     import time
 
@@ -345,7 +353,9 @@ def create_instance(
     name: str,
     api_url: str = typer.Option(None, help="The API's base URL to print (default: the local stack's)."),
 ) -> None:
-    """Create an instance and print its credentials (the password is shown only now)."""
+    """Create an instance and print its credentials (the password is shown only now).
+
+    Example: tfbatch admin create-instance team-a"""
     from chalicelib.local import localstack
     from chalicelib.state import instances
 
