@@ -62,6 +62,14 @@ def test_models_are_published_listed_shown_and_deleted_with_the_command(signed_i
     assert gone.returncode == 1 and "does not exist" in gone.stdout
 
 
+def test_a_model_goes_straight_to_the_bucket_with_the_two_step_upload(signed_in, model_dirs):
+    published = _tfbatch(signed_in, "models", "publish", str(model_dirs["strings"]), "--name", "two-step",
+                         "--two-step", "--json")
+    assert published.returncode == 0, published.stdout + published.stderr
+    model = json.loads(published.stdout)
+    assert model["entity"]["status"] == "ready" and model["entity"]["latest_version"]["signatures"]
+
+
 def test_a_model_that_cannot_be_served_is_published_as_invalid_with_why(signed_in, tmp_path):
     import hostile_models
 

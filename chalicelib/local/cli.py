@@ -93,6 +93,8 @@ def models_publish(
     path: Path = MODEL_PATH,
     name: str = typer.Option(..., help="The published model's name."),
     framework_version: str = typer.Option("2.21", help="The TensorFlow version it was saved with."),
+    two_step: bool = typer.Option(None, "--two-step/--direct", help="Upload straight to the models bucket "
+                                  "(default: past 8 MB, as API Gateway passes at most 10 MB) or through the API."),
     profile: str = PROFILE,
     as_json: bool = JSON,
 ) -> None:
@@ -109,9 +111,10 @@ def models_publish(
     model = _api(lambda: api.call("POST", "/published_models", expect=(201,),
                                   json={"name": name, "model_type": f"tensorflow-{framework_version}"}))
     model_id = model["metadata"]["guid"]
-    if len(data) <= DIRECT_UPLOAD_BYTES:
-        _api(lambda: api.call("PUT", f"/published_models/{model_id}/content", expect=(202,), data=data,
-                              headers={"Content-Type": "application/octet-stream"}))
+    if not (two_step if two_step is not None else len(data) > DIRECT_UPLOAD_BYTES):
+        with _upload_progress(len(data)) as advance:
+            _api(lambda: api.call("PUT", f"/published_models/{model_id}/content", expect=(202,),
+                                  data=_Counted(data, advance), headers={"Content-Type": "application/octet-stream"}))
     else:
         _upload_in_two_steps(api, model_id, data)
     while (model := _api(lambda: api.call("GET", f"/published_models/{model_id}")))["entity"]["status"] in (
@@ -125,13 +128,48 @@ def models_publish(
         raise typer.Exit(1)
 
 
+class _Counted:
+    """Bytes sent as a request body in chunks, each one counted (a known length: no chunked encoding)."""
+
+    def __init__(self, data: bytes, advance):
+        self._data, self._at, self._advance = data, 0, advance
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else min(len(self._data), self._at + size)
+        chunk, self._at = self._data[self._at:end], end
+        self._advance(len(chunk))
+        return chunk
+
+
+def _upload_progress(total: int):
+    """A progress bar for an upload of `total` bytes; yields the function that advances it."""
+    import contextlib
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    @contextlib.contextmanager
+    def shown():
+        with Progress(TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("archive", total=total)
+            yield lambda sent: bar.advance(task, sent)
+
+    return shown()
+
+
 def _upload_in_two_steps(api, model_id: str, data: bytes) -> None:
     import requests
+    from urllib3 import encode_multipart_formdata
 
     started = _api(lambda: api.call("POST", f"/published_models/{model_id}/uploads", expect=(201,)))
     form = started["upload"]
-    posted = requests.post(form["url"], data=form["fields"], files={form["file_field"]: ("model.tar.gz", data)},
-                           timeout=(5, 600))
+    body, content_type = encode_multipart_formdata({**form["fields"], form["file_field"]: ("model.tar.gz", data)})
+    with _upload_progress(len(body)) as advance:
+        posted = requests.post(form["url"], data=_Counted(body, advance), headers={"Content-Type": content_type},
+                               timeout=(5, 600))
     if posted.status_code not in (200, 201, 204):
         console.print(f"[red]the archive could not be uploaded: {posted.status_code} {posted.text[:300]}[/red]")
         raise typer.Exit(1)
