@@ -108,3 +108,15 @@ def test_local_copies_leave_no_scraps_and_fit_the_budget(stored, model_dirs, tmp
             pass
     kept = sorted(folder.name for folder in (tmp_path / "cache").iterdir() if list(folder.iterdir()))
     assert kept == [f"v1-{tmp_path.name}", f"v2-{tmp_path.name}"]
+
+
+def test_a_call_takes_the_batch_size_but_never_more_than_its_input_budget():
+    import numpy as np
+
+    from chalicelib.scoring.formats import Batch
+
+    small = Batch({"x": np.zeros((2, 4), np.float32)}, 2)
+    images = Batch({"x": np.zeros((2, 1024, 1024), np.float32)}, 2)  # 4 MiB per record
+    assert engine.DEVICE == "CPU"  # this machine: no device factor
+    assert engine.records_per_call(256, small, explicit=False) == 256
+    assert engine.records_per_call(256, images, explicit=True) == engine.MAX_CALL_INPUT_BYTES // (4 * 1024 * 1024)

@@ -39,7 +39,8 @@ class Settings:
     ephemeral_storage_mb: int  # the image functions' /tmp (Lambda EphemeralStorage, set by the stack)
     model_limit: int
     deployment_limit: int
-    batch_size: int  # records per model call
+    batch_size: int  # records per model call (the rule: chalicelib.scoring.engine.records_per_call)
+    batch_size_explicit: bool  # TFBATCH_BATCH_SIZE was given: no device factor on top
     model_call_seconds: float  # one model call past this fails its files (engine.ModelCallTimeout)
     max_output_bytes: int  # output tensor bytes one input file may produce (pipeline.predict)
     files_per_output: int  # input files per output file (and per ledger intent)
@@ -127,6 +128,7 @@ def get_settings() -> Settings:
         model_limit=_int("TFBATCH_MODEL_LIMIT", 1000),
         deployment_limit=_int("TFBATCH_DEPLOYMENT_LIMIT", 1000),
         batch_size=_int("TFBATCH_BATCH_SIZE", 256),
+        batch_size_explicit="TFBATCH_BATCH_SIZE" in os.environ,
         model_call_seconds=float(env("TFBATCH_MODEL_CALL_SECONDS", 120)),
         max_output_bytes=_int("TFBATCH_MAX_OUTPUT_BYTES", 64 * MIB),
         files_per_output=_bounded("TFBATCH_FILES_PER_OUTPUT", 256, 1, MAX_FILES_PER_OUTPUT),

@@ -11,7 +11,14 @@ gets a future: the version downloads, loads and makes its first call in a loader
 the run takes its lease, lists and fetches its inputs, so the first scoring of a new version
 costs about the load alone, not the load plus that I/O. Inspection loads a new version through
 the same cache, so a deployment created right after its upload finds the model ready. Records
-from many files are joined into model calls of up to `batch_size` rows, then split back per file.
+from many files are joined into model calls, then split back per file.
+
+How many records one call takes is a rule (`records_per_call`): TFBATCH_BATCH_SIZE (256); on a
+GPU, unless that setting is given, GPU_BATCH_FACTOR times more, since a GPU is fed well only by
+large calls; and never more than MAX_CALL_INPUT_BYTES of input tensors in one call, so a model
+with large inputs (images) cannot make one call hold gigabytes. TensorFlow grows GPU memory as
+calls need it instead of taking the whole GPU at start (several processes may share one), and
+the device calls run on is logged with each model load.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from chalicelib.core import archives, aws
+from chalicelib.core.log import logger
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import savedmodel
 from chalicelib.scoring.formats import Batch
@@ -43,6 +51,29 @@ _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 Outputs = dict[str, np.ndarray]  # one file's rows of each output tensor
 MAX_LOADED = 4  # signatures kept ready per process; each keeps its version's variables in memory
 _ARCHIVE_SUFFIX = ".archive"
+GPU_BATCH_FACTOR = 4
+MAX_CALL_INPUT_BYTES = 64 * 1024 * 1024
+
+
+def _configure_devices() -> str:
+    """Let TensorFlow grow GPU memory instead of taking all of it at start; the device, named."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU was initialised already in this process: it keeps what it had
+            pass
+    return f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "CPU"
+
+
+DEVICE = _configure_devices()
+
+
+def records_per_call(batch_size: int, batch: Batch, *, explicit: bool) -> int:
+    """The records one model call takes, for inputs shaped like `batch` (the rule above)."""
+    wanted = batch_size if explicit or DEVICE == "CPU" else batch_size * GPU_BATCH_FACTOR
+    per_record = sum(column.nbytes for column in batch.columns.values()) / max(batch.count, 1)
+    return max(1, min(wanted, int(MAX_CALL_INPUT_BYTES // max(per_record, 1))))
 
 
 class TamperedArchive(Exception):
@@ -166,8 +197,10 @@ class Model:
         results: list[Outputs | ModelCallTimeout] = []
         group: list[Batch] = []
         rows = 0
+        explicit = get_settings().batch_size_explicit
+        limit = records_per_call(batch_size, batches[0], explicit=explicit) if batches else batch_size
         for batch in batches:
-            if group and (rows + batch.count > batch_size or not _joinable(group[0], batch)):
+            if group and (rows + batch.count > limit or not _joinable(group[0], batch)):
                 results += self._predict_group(group)
                 group, rows = [], 0
             group.append(batch)
@@ -245,7 +278,9 @@ def _loaded(archive: StoredArchive):
     """The version's SavedModel, loaded once per process (checked against the op allow-list
     first, by savedmodel.load) and shared by its signatures."""
     with extracted(archive) as model_dir:
-        return savedmodel.load(model_dir)
+        loaded = savedmodel.load(model_dir)
+    logger.info("model loaded", extra={"version_id": archive.version_id, "device": DEVICE})
+    return loaded
 
 
 @contextlib.contextmanager
