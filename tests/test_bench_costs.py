@@ -1,0 +1,31 @@
+"""bench/costs.py turns one bench/job.py report and the dated price table into dollars per
+million files; checked here on a small report whose answer is known by hand."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import costs
+
+PRICES = json.loads((Path(costs.__file__).parent / "prices-us-east-1.json").read_text())
+
+
+def test_a_million_files_cost_what_the_counts_and_the_prices_say():
+    report = {"stack": {"job_files_per_s": 1_000_000 / 3600},  # one hour for a million files
+              "requests": {"requests_per_1000_files": {"s3 GetObject": 1000, "s3 PutObject": 4, "s3 ListObjects": 1,
+                                                       "json AWSEvents.PutEvents": 4},
+                           "request_bytes_per_1000_files": {"dynamodb TransactWriteItems": 1024 * 1000}}}
+    paths = costs.estimate(report, PRICES)
+    job = paths["backlog job (AWS Batch, g5.xlarge)"]
+    assert job["instance"] == pytest.approx(PRICES["ec2_per_hour"]["g5.xlarge"], abs=0.01)
+    assert job["s3"] == pytest.approx(1000 * PRICES["s3_get_per_thousand"] + 5 * PRICES["s3_put_list_per_thousand"],
+                                      abs=0.01)
+    # 1 KB per file written in transactions: two write units per file, plus four events per 1,000 files.
+    assert job["bookkeeping"] == pytest.approx(2 * PRICES["dynamodb_per_million_write_units"]
+                                               + 4000 / 1e6 * PRICES["eventbridge_per_million_events"], abs=0.01)
+    sagemaker = paths["SageMaker Batch Transform (ml.g5.xlarge)"]
+    assert sagemaker["instance"] == pytest.approx(PRICES["sagemaker_per_hour"]["ml.g5.xlarge"], abs=0.01)
+    assert paths["upload path (Lambda)"]["lambda"] == pytest.approx(
+        3600 * 4 * PRICES["lambda_gb_second"] + 0.1 * PRICES["lambda_per_million_requests"], abs=0.01)
