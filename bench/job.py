@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "job"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-TARGETS = {"stack_vs_get_ceiling": 0.8, "folder_cpu_vs_in_memory": 1.5, "folder_vs_naive": 10.0,
-           "stack_cpu_seconds_per_1000_files": 1.0, "peak_rss_mib": 1024}
+TARGETS = {"stack_vs_get_ceiling": 0.9, "folder_cpu_vs_in_memory": 1.3, "folder_vs_naive": 10.0,
+           "stack_cpu_seconds_per_1000_files": 1.0, "peak_rss_mib_over_model_alone": 150,
+           "bookkeeping_requests_per_file": 0.2}
 
 
 def free_port() -> int:
@@ -386,6 +387,9 @@ def main() -> None:
         "in_memory_limit_vs_naive": 1000 / limit / naive,
     }
     report["peak_rss_mib"] = {}
+    # The floor: a process that only imports TensorFlow and loads the model.
+    report["model_alone_rss_mib"] = measured([sys.executable, "-c", "import sys, tensorflow as tf; "
+                                              "tf.saved_model.load(sys.argv[1])", str(model_dir)], env)["rss_mib"]
     for count in [int(value) for value in args.rss.split(",") if value]:
         run = score_folder(model_dir, write_folder(DATA / f"in-{count}", count, samples), env)
         report["peak_rss_mib"][str(count)] = run["rss_mib"]
@@ -398,26 +402,37 @@ def main() -> None:
             "stack_cpu_seconds_per_1000_files"],
         "folder_cpu_vs_in_memory": folders["job_cpu_vs_in_memory"] <= TARGETS["folder_cpu_vs_in_memory"],
         "folder_vs_naive": folders["job_vs_naive"] >= TARGETS["folder_vs_naive"],
-        "peak_rss": all(value <= TARGETS["peak_rss_mib"] for value in rss.values()),
+        "peak_rss": all(value - report["model_alone_rss_mib"] <= TARGETS["peak_rss_mib_over_model_alone"]
+                        for value in rss.values()),
+        **({"bookkeeping": report["requests"]["bookkeeping_requests_per_file"]
+            <= TARGETS["bookkeeping_requests_per_file"]} if "requests" in report else {}),
     }
+    # For a missed target, where the time went: the stage that held the job longest.
+    stages = stack["job_stage_seconds"]
+    report["holding_stage"] = max(stages, key=stages.get) if stages else None
     print(f"stack:   job {stack['job_files_per_s']:.0f} files/s = {stack['job_vs_get_ceiling']:.2f}x the GET-only "
-          f"ceiling ({stack['get_only_files_per_s']:.0f}/s; target >= 0.8), {stack['job_vs_naive']:.1f}x the naive "
+          f"ceiling ({stack['get_only_files_per_s']:.0f}/s; target >= {TARGETS['stack_vs_get_ceiling']}), "
+          f"{stack['job_vs_naive']:.1f}x the naive "
           f"loop ({stack['naive_files_per_s']:.0f}/s); CPU {stack['job_cpu_seconds_per_1000_files']:.2f} s per "
           f"1,000 files (target <= 1.0; fetching alone {stack['get_only_cpu_seconds_per_1000_files']:.2f} s); "
           f"stages {stack['job_stage_seconds']}")
     print(f"folders: CPU {folders['job_cpu_seconds_per_1000_records']:.2f} s per 1,000 records = "
           f"{folders['job_cpu_vs_in_memory']:.2f}x the in-memory limit "
-          f"({folders['in_memory_cpu_seconds_per_1000_records']:.2f} s; target <= 1.5); "
+          f"({folders['in_memory_cpu_seconds_per_1000_records']:.2f} s; "
+          f"target <= {TARGETS['folder_cpu_vs_in_memory']}); "
           f"{folders['job_files_per_s']:.0f} files/s = {folders['job_vs_naive']:.1f}x the naive loop "
           f"({folders['naive_files_per_s']:.0f}/s; target >= 10; the in-memory limit itself is "
           f"{folders['in_memory_limit_vs_naive']:.1f}x)")
-    print(f"peak RSS (MiB) by input count: { {n: round(v) for n, v in rss.items()} } (target < 1024, flat)")
+    print(f"peak RSS (MiB) by input count: { {n: round(v) for n, v in rss.items()} }; the model alone "
+          f"{report['model_alone_rss_mib']:.0f} (target: at most {TARGETS['peak_rss_mib_over_model_alone']} above it)")
     if "requests" in report:
         counted = report["requests"]
         print(f"requests per 1,000 files (backlog job, {counted['files']} files): "
               f"{counted['requests_per_1000_files']}; bookkeeping {counted['bookkeeping_requests_per_file']} "
               "per file (target <= 0.2)")
     print(f"targets met: {report['verdict']}")
+    if not report["verdict"]["stack_vs_get_ceiling"]:
+        print(f"the job's time went mostly to its '{report['holding_stage']}' stage: {stack['job_stage_seconds']}")
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     target = results / f"job-{time.strftime('%Y%m%dT%H%M%S')}.json"
