@@ -17,6 +17,7 @@ from chalicelib.core.errors import BadRequest, NotFound, field
 from chalicelib.core.settings import get_settings
 from chalicelib.state import leases, pages, subscriptions
 from chalicelib.state.connections import Location
+from chalicelib.state.models import VersionStatus
 
 
 class Status(StrEnum):
@@ -109,9 +110,9 @@ def settled_online(item: dict, load_version) -> dict:
     if item.get("type") != "online" or item["status"] != IN_PROGRESS:
         return item
     version = load_version(item["model_id"], item["version_id"])
-    if version["status"] == "inspecting":
+    if version["status"] == VersionStatus.PENDING:
         return item
-    if version["status"] == "ready":
+    if version["status"] == VersionStatus.READY:
         try:
             signature = batchable(choose_signature(version["signatures"], item.get("signature_name") or None))
         except BadRequest as error:
