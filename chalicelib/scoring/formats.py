@@ -178,18 +178,19 @@ def _columns_from_rows(rows: Any, inputs: list[TensorSpec]) -> dict[str, Any]:
     names = [spec.name for spec in inputs]
     if len(inputs) == 1 and not all(isinstance(row, dict) and set(row) == {names[0]} for row in rows):
         return {names[0]: rows}
-    columns: dict[str, list] = {name: [] for name in names}
+    found: dict[str, list] = {name: [] for name in names}
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InputError(f"record {number} must be an object naming each input tensor "
                              f"({', '.join(names)}); found {type(row).__name__}.", "wrong_format")
-        _check_names(row, inputs, where=f"record {number}")
+        check_names(row, inputs, where=f"record {number}")
         for name in names:
-            columns[name].append(row[name])
-    return columns
+            found[name].append(row[name])
+    return found
 
 
-def _check_names(given: dict, inputs: list[TensorSpec], where: str) -> None:
+def check_names(given: dict, inputs: list[TensorSpec], where: str) -> None:
+    """Refuse a tensor the signature does not have, and one it has that is not given."""
     names = [spec.name for spec in inputs]
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -201,7 +202,8 @@ def _check_names(given: dict, inputs: list[TensorSpec], where: str) -> None:
                          f"{', '.join(names)}.", "missing_tensor")
 
 
-def _load_json(data: bytes, what: str) -> Any:
+def load_json(data: bytes, what: str) -> Any:
+    """Parsed JSON, or InputError naming `what` was not JSON (and why)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -209,7 +211,8 @@ def _load_json(data: bytes, what: str) -> Any:
         raise InputError(f"{what} is not valid JSON{hint}: {error}.", "invalid_json") from None
 
 
-def _columns(document: Any, inputs: list[TensorSpec], signature_name: str) -> dict[str, Any]:
+def columns(document: Any, inputs: list[TensorSpec], signature_name: str) -> dict[str, Any]:
+    """The columns of a parsed JSON document in any of the formats above (not JSON Lines)."""
     if not isinstance(document, dict):
         raise InputError(f"expected a JSON object (tensor names as keys, or 'instances' or 'inputs'); "
                          f"found {type(document).__name__}.", "wrong_format")
@@ -225,13 +228,13 @@ def _columns(document: Any, inputs: list[TensorSpec], signature_name: str) -> di
     if set(document) == {"inputs"} and (len(inputs) > 1 or inputs[0].name != "inputs"):
         value = document["inputs"]
         if isinstance(value, dict):
-            _check_names(value, inputs, where="'inputs'")
+            check_names(value, inputs, where="'inputs'")
             return value
         if len(inputs) == 1:
             return {inputs[0].name: value}
         raise InputError("'inputs' must be an object naming each input tensor "
                          f"({', '.join(spec.name for spec in inputs)}).", "wrong_format")
-    _check_names(document, inputs, where="the file")
+    check_names(document, inputs, where="the file")
     return document
 
 
@@ -241,30 +244,20 @@ def parse(data: bytes, inputs: list[TensorSpec], signature_name: str, *, jsonl: 
         raise InputError("the file is empty; expected a JSON object with the model's input tensors.", "empty_file")
     if jsonl:
         lines = [line for line in data.splitlines() if line.strip()]
-        rows = [_load_json(line, f"line {number + 1}") for number, line in enumerate(lines)]
+        rows = [load_json(line, f"line {number + 1}") for number, line in enumerate(lines)]
         return batch(_columns_from_rows(rows, inputs), inputs)
-    return batch(_columns(_load_json(data, "the file"), inputs, signature_name), inputs)
+    return batch(columns(load_json(data, "the file"), inputs, signature_name), inputs)
 
 
 def batch(raw: dict[str, Any], inputs: list[TensorSpec]) -> Batch:
     """Columns of JSON values (one per input tensor, named as the signature names them) as a
     Batch: each converted and checked against its tensor's dtype and shape."""
-    columns = {spec.name: to_array(raw[spec.name], spec) for spec in inputs}
-    counts = {name: len(array) for name, array in columns.items()}
+    arrays = {spec.name: to_array(raw[spec.name], spec) for spec in inputs}
+    counts = {name: len(array) for name, array in arrays.items()}
     if len(set(counts.values())) != 1:
         raise InputError("the input tensors hold different numbers of records: "
                          + ", ".join(f"'{name}' {count}" for name, count in counts.items()) + ".", "wrong_shape")
     count = next(iter(counts.values()))
     if count == 0:
         raise InputError("the file holds no records.", "empty_file")
-    return Batch(columns, count)
-
-
-def columns(document: Any, inputs: list[TensorSpec], signature_name: str) -> dict[str, Any]:
-    """The columns of a parsed JSON document in any of the formats above (not JSON Lines)."""
-    return _columns(document, inputs, signature_name)
-
-
-def load_json(data: bytes, what: str) -> Any:
-    """Parsed JSON, or InputError naming `what` was not JSON (and why)."""
-    return _load_json(data, what)
+    return Batch(arrays, count)

@@ -72,15 +72,7 @@ def _wml_columns(document: dict, inputs: list[TensorSpec]) -> dict[str, list]:
                          "wrong_format")
     if len(set(fields)) != len(fields):
         raise InputError("'fields' names an input tensor twice.", "wrong_format")
-    given = dict.fromkeys(fields)
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise InputError(f"'fields' names unknown tensor '{unknown[0]}'; the signature's inputs are: "
-                         f"{', '.join(names)}.", "unknown_tensor")
-    missing = [name for name in names if name not in given]
-    if missing:
-        raise InputError(f"'fields' lacks input tensor '{missing[0]}'; the signature's inputs are: "
-                         f"{', '.join(names)}.", "missing_tensor")
+    formats.check_names(dict.fromkeys(fields), inputs, where="'fields'")
     if not isinstance(values, list) or not values:
         raise InputError("'values' must be a non-empty list of rows, one value per field in each.", "wrong_format")
     if len(fields) == 1:
