@@ -165,11 +165,6 @@ def add_version(version: dict) -> dict | None:
     )["Attributes"]
 
 
-def version_exists(model_id: str, version_id: str) -> bool:
-    return "Item" in _versions().get_item(Key={"model_id": model_id, "version_id": version_id},
-                                          ProjectionExpression="version_id", ConsistentRead=True)
-
-
 def load_version(model_id: str, version_id: str) -> dict:
     item = _versions().get_item(Key={"model_id": model_id, "version_id": version_id}).get("Item")
     if item is None:
