@@ -70,12 +70,17 @@ def test_a_model_goes_straight_to_the_bucket_with_the_two_step_upload(signed_in,
     assert model["entity"]["status"] == "ready" and model["entity"]["latest_version"]["signatures"]
 
 
-def test_a_model_that_cannot_be_served_is_published_as_invalid_with_why(signed_in, tmp_path):
+@pytest.mark.parametrize("upload", ["--direct", "--two-step"])
+def test_a_model_that_reads_files_or_the_environment_is_published_as_invalid_with_why(signed_in, tmp_path, upload):
+    """A hostile graph is refused whichever way its archive arrives (through the API, or straight
+    to the bucket, where the inspection takes its digest first)."""
     import hostile_models
 
-    refused = _tfbatch(signed_in, "models", "publish", str(hostile_models.reads_environment(tmp_path / "env")),
-                       "--name", "env-reader")
-    assert refused.returncode == 1 and "invalid" in refused.stdout and "ReadFile" in refused.stdout
+    for build, op in ((hostile_models.reads_environment, "ReadFile"), (hostile_models.lists_the_model_cache,
+                                                                       "MatchingFiles")):
+        refused = _tfbatch(signed_in, "models", "publish", str(build(tmp_path / f"{op}{upload}")), "--name", op,
+                           upload)
+        assert refused.returncode == 1 and "invalid" in refused.stdout and op in refused.stdout, refused.stdout
 
 
 def test_a_batch_deployment_is_created_watched_inspected_and_deleted_with_the_command(signed_in, local_stack,

@@ -53,6 +53,13 @@ def _api(run):
         raise typer.Exit(1) from None
 
 
+def _client(profile: str):
+    """The signed-in profile's API client; no such profile is one line, exit 1."""
+    from chalicelib.local.client import Client
+
+    return _api(lambda: Client(profile))
+
+
 def _print_json(value) -> None:
     import json
 
@@ -104,9 +111,8 @@ def models_publish(
     import time
 
     from chalicelib.core import archives
-    from chalicelib.local.client import Client
 
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     data = archives.pack(path, path.name) if path.is_dir() else path.read_bytes()
     model = _api(lambda: api.call("POST", "/published_models", expect=(201,),
                                   json={"name": name, "model_type": f"tensorflow-{framework_version}"}))
@@ -194,9 +200,7 @@ def _show_model(model: dict) -> None:
 @models_cli.command("list")
 def models_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
     """The instance's published models. Example: tfbatch models list --json"""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     page = _api(lambda: api.call("GET", "/published_models", params={"limit": 1000}))
     if as_json:
         return _print_json(page)
@@ -208,9 +212,7 @@ def models_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
 @models_cli.command("show")
 def models_show(model_id: str, profile: str = PROFILE, as_json: bool = JSON) -> None:
     """One published model, with its signatures. Example: tfbatch models show 5d1c..."""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     model = _api(lambda: api.call("GET", f"/published_models/{model_id}"))
     _print_json(model) if as_json else _show_model(model)
 
@@ -218,9 +220,7 @@ def models_show(model_id: str, profile: str = PROFILE, as_json: bool = JSON) -> 
 @models_cli.command("delete")
 def models_delete(model_id: str, profile: str = PROFILE) -> None:
     """Delete a published model no deployment uses. Example: tfbatch models delete 5d1c..."""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     _api(lambda: api.call("DELETE", f"/published_models/{model_id}", expect=(204,)))
     console.print(f"deleted model {model_id}")
 
@@ -445,9 +445,7 @@ def deployments_create(
     profile or a prompt), or online.
 
     Example: tfbatch deployments create --model 5d1c... --input s3://in/ --output s3://out/results/"""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     request: dict = {"name": name or model, "type": "online" if online else "batch",
                      "published_model": {"guid": model}, **({"signature_name": signature} if signature else {})}
     if not online:
@@ -468,9 +466,7 @@ def deployments_create(
 @deployments_cli.command("list")
 def deployments_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
     """The instance's deployments. Example: tfbatch deployments list"""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     page = _api(lambda: api.call("GET", "/deployments", params={"limit": 1000}))
     if as_json:
         return _print_json(page)
@@ -484,9 +480,7 @@ def deployments_list(profile: str = PROFILE, as_json: bool = JSON) -> None:
 @deployments_cli.command("show")
 def deployments_show(deployment_id: str, profile: str = PROFILE, as_json: bool = JSON) -> None:
     """One deployment with its status details. Example: tfbatch deployments show 8a0f..."""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     item = _api(lambda: api.call("GET", f"/deployments/{deployment_id}"))
     if as_json:
         return _print_json(item)
@@ -503,9 +497,7 @@ def deployments_watch(deployment_id: str, profile: str = PROFILE, every: float =
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     started, details = time.monotonic(), {}
     with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
@@ -552,9 +544,7 @@ def deployments_failures(deployment_id: str, profile: str = PROFILE, aws_profile
     """The files that failed: file, code, message (read from the output bucket with the store's keys).
 
     Example: tfbatch deployments failures 8a0f..."""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     failed = [element for _, elements in _output_files(api, deployment_id, aws_profile, ("errors-",))
               for element in elements]
     if as_json:
@@ -572,9 +562,7 @@ def deployments_results(deployment_id: str, to: Path = DOWNLOAD_TO,
     """Download the deployment's result and error files. Example: tfbatch deployments results 8a0f... --to ./out"""
     import json
 
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     to.mkdir(parents=True, exist_ok=True)
     count = 0
     for key, elements in _output_files(api, deployment_id, aws_profile, ("predictions-", "errors-")):
@@ -586,9 +574,7 @@ def deployments_results(deployment_id: str, to: Path = DOWNLOAD_TO,
 @deployments_cli.command("delete")
 def deployments_delete(deployment_id: str, profile: str = PROFILE) -> None:
     """Stop a deployment and forget its keys (its results stay). Example: tfbatch deployments delete 8a0f..."""
-    from chalicelib.local.client import Client
-
-    api = _api(lambda: Client(profile))
+    api = _client(profile)
     _api(lambda: api.call("DELETE", f"/deployments/{deployment_id}", expect=(204,)))
     console.print(f"deleted deployment {deployment_id}")
 
