@@ -24,7 +24,6 @@ from chalicelib.state.connections import Location
 
 CONFIGURATION_ID = "tfbatch-uploads"
 NOTIFICATIONS, POLLING = "notifications", "polling"
-_KINDS = ("QueueConfigurations", "TopicConfigurations", "LambdaFunctionConfigurations")
 
 
 def _table():
