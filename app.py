@@ -129,6 +129,11 @@ def delete_deployment(call, instance_id, deployment_id):
     return deployments.delete(call, instance_id, deployment_id)
 
 
+@api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}/result_files", methods=["GET"])
+def list_result_files(call, instance_id, deployment_id):
+    return deployments.result_files(call, instance_id, deployment_id)
+
+
 @api.route(INSTANCE_DEPLOYMENTS + "/{deployment_id}/online", methods=["POST"])
 def score_online(call, instance_id, deployment_id):
     return online_requests.score(instance_id, deployment_id, call.request.raw_body or b"", here=_score_here)

@@ -13,6 +13,7 @@ from chalicelib.core import aws
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import exactly_once, outputs
 from chalicelib.state import leases
+from chalicelib.state import ledger as ledger_module
 from chalicelib.state.ledger import FAILED, SCORED, Entry, Ledger
 
 PREDICTIONS, ERRORS = "out/predictions-1.json", "out/errors-1.json"
@@ -88,6 +89,11 @@ def test_a_group_finished_in_order_counts_once_and_leaves_no_intent(deployment, 
     assert _usage() == (3, 1.5)
     assert set(_ledger().lookup(["in/a.json", "in/b.json", "in/c.json"])) == {"in/a.json", "in/b.json", "in/c.json"}
     assert _ledger().intents() == []
+    [group], more = ledger_module.newest_files("d-1", 10, None)  # what the API lists for the group
+    assert not more
+    assert (sorted(group["files"]), group["scored"], group["failed"], group["records"]) == (
+        sorted([PREDICTIONS, ERRORS]), 2, 1, 3)
+    assert group["failures"] == [{"filename": "in/c.json", "code": "bad_json", "message": "not JSON"}]
     lease.release(unless_rescan=False)
 
 
@@ -120,6 +126,8 @@ def test_a_scorer_stopped_at_any_step_is_finished_by_the_next_holder(deployment,
                          "failed": sum(e.status == FAILED for e in adopted), "pending": 0}
     assert _usage() == ((3, 2.0) if adopted and PREDICTIONS in written else (0, 0.0))
     assert _ledger().intents() == []
+    listed, _ = ledger_module.newest_files("d-1", 10, None)  # one entry for the group, only if it wrote anything
+    assert [sorted(group["files"]) for group in listed] == ([sorted(written)] if written else [])
     for key in {PREDICTIONS, ERRORS} - written:  # claimed: the stopped scorer can never write them
         assert outputs.holds_records(store, key) is False
         with pytest.raises(leases.LeaseLost):
@@ -144,6 +152,7 @@ def test_tries_retried_after_their_answers_were_lost_count_once(deployment, stor
     ledger.commit(intent, lease.fence())
     ledger.commit(intent, lease.fence())
     assert _counts() == {"scored": 2, "failed": 1, "pending": 0}
+    assert len(ledger_module.newest_files("d-1", 10, None)[0]) == 1  # and is listed once
     assert _usage() == (3, 1.0)
     lease.release(unless_rescan=False)
 

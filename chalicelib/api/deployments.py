@@ -13,7 +13,7 @@ from chalicelib.core import tasks
 from chalicelib.core.clock import now_iso
 from chalicelib.core.errors import BadRequest, Conflict, NotFound, field
 from chalicelib.core.settings import get_settings
-from chalicelib.state import connections, deployments, instances, models, subscriptions
+from chalicelib.state import connections, deployments, instances, ledger, models, subscriptions
 from chalicelib.state.connections import Location
 from chalicelib.state.deployments import choose_signature
 
@@ -149,6 +149,24 @@ def list_page(call: Call, instance_id: str, model_id: str | None = None) -> dict
         f"/published_models/{model_id}/deployments" if model_id else "/deployments")
     return views.page(call, lambda limit, start: deployments.page(instance_id, limit, start, model_id),
                       "deployment_id", render=lambda item: views.deployment(_settled(item), call.base_url), url=url)
+
+
+def result_files(call: Call, instance_id: str, deployment_id: str) -> dict:
+    """A batch deployment's committed groups, newest first: which files each wrote, its counts
+    and first failures. Read from the service's own ledger, so a user (and the Dashboard) sees
+    results and failures without handing the output store's keys back to the page."""
+    item = deployments.load(instance_id, deployment_id)
+    if item.get("type", "batch") != "batch":
+        raise BadRequest(f"Deployment {deployment_id} is online; it writes no result files.",
+                         target={"type": "deployment", "id": deployment_id})
+    url = f"{views.instance_url(call.base_url, instance_id)}/deployments/{deployment_id}/result_files"
+    return views.page(call, lambda limit, start: ledger.newest_files(deployment_id, limit, start), "input_key",
+                      render=views.result_group, url=url, check_start=_files_page_token)
+
+
+def _files_page_token(start: str) -> None:
+    if not ledger.FILES_SORT_KEY.fullmatch(start):
+        raise ValueError(start)
 
 
 def delete(call: Call, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:

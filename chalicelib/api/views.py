@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -96,7 +97,7 @@ def model(item: dict, base: str, *, latest: dict | None, deployment_count: int) 
     return {"metadata": _metadata(item, url, item["model_id"]), "entity": entity}
 
 
-def _page_args(call) -> tuple[int, str | None]:
+def _page_args(call, check_start: Callable[[str], object]) -> tuple[int, str | None]:
     raw_limit = call.query("limit") or "100"
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", target=field("limit"))
@@ -104,17 +105,18 @@ def _page_args(call) -> tuple[int, str | None]:
     if start is not None:
         try:
             start = base64.urlsafe_b64decode(start.encode()).decode()
-            uuid.UUID(start)
+            check_start(start)
         except ValueError:
             raise BadRequest("'start' is not a page token given by this API.", target=field("start")) from None
     return int(raw_limit), start
 
 
 def page(call, fetch: Callable[[int, str | None], tuple[list[dict], bool]], sort_key: str, *,
-         render: Callable[[dict], dict], url: str) -> dict:
+         render: Callable[[dict], dict], url: str, check_start: Callable[[str], object] = uuid.UUID) -> dict:
     """One page in the v3 list shape, with first/next URLs (limit and start); `fetch(limit,
-    start)` reads it from the store."""
-    limit, start = _page_args(call)
+    start)` reads it from the store. A `start` token that `check_start` refuses (ValueError) is
+    not one this API gave."""
+    limit, start = _page_args(call, check_start)
     shown, more = fetch(limit, start)
     body: dict[str, Any] = {"limit": limit, "count": len(shown), "resources": [render(item) for item in shown],
                             "first": {"url": f"{url}?limit={limit}"}}
@@ -185,3 +187,12 @@ def deployment(item: dict, base: str) -> dict:
                      "created_at": item["created_at"], "modified_at": item["modified_at"]},
         "entity": entity,
     }
+
+
+def result_group(item: dict) -> dict:
+    """One committed group of a batch deployment: the files it wrote in the output location, its
+    counts and its first failures (at most 25; the errors file holds them all)."""
+    committed = datetime.fromtimestamp(float(item["committed_at"]), UTC)
+    return {"committed_at": committed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "files": list(item["files"]), "scored": int(item["scored"]), "failed": int(item["failed"]),
+            "records": int(item["records"]), "failures": plain(item["failures"])}

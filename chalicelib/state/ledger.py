@@ -2,7 +2,9 @@
 (deployment, input key), with the ETag and model version it was scored at and the output file
 holding its one result record; and, in the deployment's intents partition
 (`<deployment>#intents`, so lookups and counts of the real keys never see them), the intents of
-groups being written.
+groups being written; and in its files partition (`<deployment>#files`) one entry per committed
+group: the output files it wrote, its counts and its first failures, which the API lists newest
+first (`newest_files`) so that a user sees results and failures without the store's keys.
 
 Each write here is one DynamoDB transaction whose conditions make it count once:
 - `intend` puts a group's intent items, each only if absent, and adds the group's files to the
@@ -17,6 +19,7 @@ refusal on the fence means the lease is gone (LeaseLost) or the deployment is (D
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,6 +31,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from chalicelib.core import aws
 from chalicelib.core.log import logger
 from chalicelib.core.settings import MAX_FILES_PER_OUTPUT, get_settings
+from chalicelib.state import pages
 from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
@@ -38,6 +42,10 @@ SCORED, FAILED = "scored", "failed"
 _ENTRIES_PER_INTENT = 100
 _MAX_INTENT_ITEMS = 10
 _MESSAGE_BYTES = 1000
+# A group's entry in the files partition shows its first failures, clipped: 25 of 1,000 bytes
+# each keep the entry near 30 KB and the commit's transaction far from its 4 MB.
+_FAILURES_SHOWN = 25
+_SHOWN_MESSAGE_BYTES = 500
 assert MAX_FILES_PER_OUTPUT <= _MAX_INTENT_ITEMS * _ENTRIES_PER_INTENT
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
@@ -76,9 +84,9 @@ def _now() -> Decimal:
     return Decimal(str(round(time.time(), 3)))
 
 
-def _clip(message: str) -> str:
-    """At most _MESSAGE_BYTES of UTF-8 (not characters: the item limits count bytes)."""
-    return message.encode()[:_MESSAGE_BYTES].decode(errors="ignore")
+def _clip(message: str, limit: int = _MESSAGE_BYTES) -> str:
+    """At most `limit` bytes of UTF-8 (not characters: the item limits count bytes)."""
+    return message.encode()[:limit].decode(errors="ignore")
 
 
 def _decimal(seconds: float) -> Decimal:
@@ -101,6 +109,19 @@ class Intent:
     def scope(self) -> str:
         """The lease scope of the scorer that recorded it (leases.may_recover)."""
         return self.names[0].split("#")[0]
+
+
+def files_partition(deployment_id: str) -> str:
+    return f"{deployment_id}#files"
+
+
+FILES_SORT_KEY = re.compile(r"\d{10}\.\d{3}#[0-9a-f]{32}")  # "<commit time>#<intent token>"
+
+
+def newest_files(deployment_id: str, limit: int, start: str | None) -> tuple[list[dict], bool]:
+    """The deployment's committed groups, newest first, after the sort key `start` (a page)."""
+    return pages.query(aws.table(get_settings().ledger_table), ("deployment_id", files_partition(deployment_id)),
+                       "input_key", limit, start, newest_first=True)
 
 
 class Ledger:
@@ -255,7 +276,29 @@ class Ledger:
                                "Key": _item({"deployment_id": self._intents, "input_key": name})}}
                    for name in intent.names]
         self._once([self._deployment_update(fence, scored=len(scored), failed=len(written) - len(scored),
-                                            pending=-len(intent.entries)), usage, *deletes], "a commit", guards=2)
+                                            pending=-len(intent.entries)), usage, *deletes,
+                    *self._written_files(intent.token, now, written)], "a commit", guards=2)
+
+    @property
+    def _files(self) -> str:
+        return files_partition(self.deployment_id)
+
+    def _written_files(self, token: str, now: Decimal, written: list[Entry]) -> list[dict]:
+        """The group's entry in the files partition: its output files, counts and first failures,
+        newest first by the commit's time (`ResultFiles`). It rides in the commit's transaction, so
+        it costs no request and exists exactly when the commit landed."""
+        if not written:
+            return []
+        failed = [entry for entry in written if entry.status == FAILED]
+        return [{"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(input_key)",
+                         "Item": _item({
+                             "deployment_id": self._files, "input_key": f"{float(now):014.3f}#{token}",
+                             "committed_at": now, "files": sorted({entry.output_key for entry in written}),
+                             "scored": len(written) - len(failed), "failed": len(failed),
+                             "records": sum(entry.records for entry in written if entry.status == SCORED),
+                             "failures": [{"filename": entry.key, "code": entry.error_code,
+                                           "message": _clip(entry.error, _SHOWN_MESSAGE_BYTES)}
+                                          for entry in failed[:_FAILURES_SHOWN]]})}}]
 
     def _batch_put(self, items: list[dict]) -> None:
         self._batch_write([{"PutRequest": {"Item": item}} for item in items])

@@ -7,11 +7,13 @@ from boto3.dynamodb.conditions import Key
 
 
 def query(table, partition: tuple[str, str], sort_key: str, limit: int, start: str | None, *,
-          filter_expression=None) -> tuple[list[dict], bool]:
-    """Up to `limit` items of a partition after the sort key `start`, and whether more follow
-    (one item is read past the page to know; a filter may take several reads to fill it)."""
+          filter_expression=None, newest_first: bool = False) -> tuple[list[dict], bool]:
+    """Up to `limit` items of a partition after the sort key `start` (before it, `newest_first`),
+    and whether more follow (one item is read past the page to know; a filter may take several
+    reads to fill it)."""
     name, value = partition
-    request: dict[str, Any] = {"KeyConditionExpression": Key(name).eq(value), "Limit": limit + 1}
+    request: dict[str, Any] = {"KeyConditionExpression": Key(name).eq(value), "Limit": limit + 1,
+                               "ScanIndexForward": not newest_first}
     if filter_expression is not None:
         request["FilterExpression"] = filter_expression
     if start:
