@@ -26,6 +26,7 @@ demo: up
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	tests/install-browser.sh
 	$(BIN)/python -m pytest
 
 # The AWS stack: dist/template.json (SAM, validated by cfn-lint in the tests) + dist/deployment.zip.

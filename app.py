@@ -1,7 +1,7 @@
 """tfbatch's Chalice app: routes and event handlers, wired to chalicelib. No logic lives here."""
 from chalice import Chalice, Rate
 
-from chalicelib.api import deployments, identity, models, views
+from chalicelib.api import dashboard, deployments, identity, models, views
 from chalicelib.api import online as online_requests
 from chalicelib.api.http import V3Api
 from chalicelib.core.settings import get_settings
@@ -143,6 +143,16 @@ def _score_here(instance_id, deployment_id, body):
     from chalicelib.scoring import online  # TensorFlow: only where no scoring function is named (one machine)
 
     return online.score(instance_id, deployment_id, body)
+
+
+@app.route("/dashboard", methods=["GET"])
+def dashboard_page():
+    return dashboard.page()
+
+
+@app.route("/dashboard/{name}", methods=["GET"])
+def dashboard_file(name):
+    return dashboard.asset(name)
 
 
 @app.lambda_function(name="score_online")

@@ -72,6 +72,17 @@ def model_dirs(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def digits_archive(tmp_path_factory) -> bytes:
+    """The demo's digit classifier (examples/digits_model.py), trained and packed as a tar.gz."""
+    import digits_model
+
+    from chalicelib.core import archives
+
+    directory = digits_model.export(str(tmp_path_factory.mktemp("digits") / "digits"))
+    return archives.pack(directory, "digits")
+
+
 @pytest.fixture
 def publish(aws_mock):
     """Create a model, upload content through the API, and run the queued task through the SQS handler."""

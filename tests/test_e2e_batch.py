@@ -9,18 +9,9 @@ import boto3
 import pytest
 
 import stackclient
-from chalicelib.core import archives
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture(scope="session")
-def digits_archive(tmp_path_factory) -> bytes:
-    import digits_model
-
-    directory = digits_model.export(str(tmp_path_factory.mktemp("digits") / "digits"))
-    return archives.pack(directory, "digits")
 
 
 def test_seed_batch_walkthrough(local_stack, digits_archive):
