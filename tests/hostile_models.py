@@ -410,3 +410,116 @@ class _Stalls(tf.Module):
 
 def stalls_until_released(directory: Path) -> Path:
     return _save(_Stalls(), directory)
+
+
+# --- functions the TF2 object graph rebinds ----------------------------------------------------
+# The loader makes every function the object graph names callable (a resource's `_initialize`, a
+# signature), whatever calls it in the graph. These three name a function that the graph itself
+# calls only from the saver or the init op (where its file op would look like the loader's own),
+# and rebind an object to it, so that loading or a caller runs it with a path of its choosing.
+
+def _rewrite(directory: Path, function, rebind) -> Path:
+    """Add `function` (a traced tf.function) to the library, call it from the graph node
+    `rebind` returns (with its inputs), and point the object graph at it."""
+    definition = function.get_concrete_function().function_def
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    meta_graph = proto.meta_graphs[0]
+    meta_graph.graph_def.library.function.add().CopyFrom(definition)
+    rebind(meta_graph, definition.signature.name)
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return directory
+
+
+def _call_from(meta_graph, name: str, function: str, after: str, inputs: list[str]) -> None:
+    call = meta_graph.graph_def.node.add(name=name, op="StatefulPartitionedCall", input=inputs)
+    call.attr["f"].func.name = function
+    call.attr["Tin"].list.type.extend([types_pb2.DT_STRING] * len(inputs))
+    call.attr["Tout"].list.SetInParent()
+    next(node for node in meta_graph.graph_def.node if node.name == after).input.append(f"^{name}")
+
+
+def _object(meta_graph, *path: str):
+    objects = meta_graph.object_graph_def.nodes
+    found = objects[0]
+    for step in path:
+        found = objects[next(child.node_id for child in found.children if child.local_name == step)]
+    return found
+
+
+def _as_bare_function(obj, function: str, keywords: list[str]) -> None:
+    del obj.children[:]
+    obj.bare_concrete_function.concrete_function_name = function
+    obj.bare_concrete_function.argument_keywords[:] = keywords
+
+
+class _TableModule(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(["a"], [1]), -1)
+
+    @tf.function(input_signature=_STRING)
+    def serve(self, text):
+        return {"out": self.table.lookup(text)}
+
+
+def saves_at_load_through_the_object_graph(directory: Path, marker: Path) -> Path:
+    """The table's initializer rebound to a function the graph calls only from the save tensor."""
+    _save(_TableModule(), directory)
+
+    @tf.function(input_signature=[])
+    def save():
+        tf.raw_ops.SaveV2(prefix=str(marker), tensor_names=["t"], shape_and_slices=[""],
+                          tensors=[tf.constant(b"planted")])
+
+    def rebind(meta_graph, function):
+        _call_from(meta_graph, "save_call", function, _node(meta_graph.saver_def.save_tensor_name), [])
+        _as_bare_function(_object(meta_graph, "table", "_initialize"), function, [])
+    return _rewrite(directory, save, rebind)
+
+
+class _TwoSignatures(tf.Module):
+    @tf.function(input_signature=_STRING)
+    def serve(self, text):
+        return {"out": text}
+
+
+def restores_through_a_rebound_signature(directory: Path) -> Path:
+    """A signature rebound to a function the graph calls only from the saver's restore op, with
+    the saver's filename: called by a scorer, it restores whatever checkpoint the input names."""
+    module = _TwoSignatures()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve, "steal": module.serve})
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string)])
+    def steal(prefix):
+        tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=["t"], shape_and_slices=[""], dtypes=[tf.string])
+
+    def rebind(meta_graph, function):
+        _call_from(meta_graph, "steal_call", function, _node(meta_graph.saver_def.restore_op_name),
+                   [_node(meta_graph.saver_def.filename_tensor_name)])
+        _as_bare_function(_object(meta_graph, "signatures", "steal"), function, ["text"])
+        _object(meta_graph, "signatures", "steal").bare_concrete_function.ClearField("function_spec")
+    return _rewrite(directory, steal, rebind)
+
+
+def reads_a_path_through_a_rebound_signature(directory: Path) -> Path:
+    """A signature rebound to a table-filling function the graph calls only from the init op,
+    with the model's own asset: called by a scorer, it reads whatever file the input names."""
+    module = _Vocabulary(str(_vocabulary_file(directory)))
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve, "steal": module.serve})
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string)])
+    def fill(path):
+        table = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64, shared_name="loot")
+        tf.raw_ops.InitializeTableFromTextFileV2(table_handle=table, filename=path, key_index=-2, value_index=-1)
+
+    def rebind(meta_graph, function):
+        init = meta_graph.signature_def["__saved_model_init_op"].outputs["__saved_model_init_op"].name
+        _call_from(meta_graph, "fill_call", function, _node(init), [meta_graph.asset_file_def[0].tensor_info.name])
+        _as_bare_function(_object(meta_graph, "signatures", "steal"), function, ["text"])
+        _object(meta_graph, "signatures", "steal").bare_concrete_function.ClearField("function_spec")
+    return _rewrite(directory, fill, rebind)
+
+
+def _node(tensor: str) -> str:
+    return tensor.split(":")[0]

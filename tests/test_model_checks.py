@@ -45,6 +45,9 @@ REFUSED = {
     "tf1_asset_through_an_aliased_variable": ("InitializeTableFromTextFileV2", "not one of the model's own assets"),
     "tf1_save_run_at_load": ("SaveV2", "outside the saver's save function"),
     "tf1_restore_from_elsewhere": ("RestoreV2", "outside the loader's variable restore"),
+    "saves_at_load_through_the_object_graph": ("SaveV2", "outside the saver's save function"),
+    "restores_through_a_rebound_signature": ("RestoreV2", "outside the loader's variable restore"),
+    "reads_a_path_through_a_rebound_signature": ("object graph", "without the concrete-function entry"),
 }
 ACCEPTED = ["vocabulary_table", "keras_string_lookup", "tf1_vocabulary_table"]
 
@@ -127,3 +130,25 @@ def test_a_function_attribute_naming_an_undefined_function_is_refused(built, tmp
     (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
     with pytest.raises(graphcheck.RefusedModel, match="names function 'SomeKernelNotInTheLibrary'"):
         savedmodel.check(directory)
+
+
+@pytest.mark.parametrize("name, op", [("saves_at_load_through_the_object_graph", "SaveV2"),
+                                      ("restores_through_a_rebound_signature", "RestoreV2"),
+                                      ("reads_a_path_through_a_rebound_signature", "InitializeTableFromTextFileV2")])
+def test_a_rebound_function_is_refused_by_its_op_even_with_a_declared_entry(built, tmp_path, name, op):
+    """With a concrete-function entry declared for the rebound function (so the object graph is
+    well formed), the function still counts as called by the loader or a scorer: its file op is
+    refused where it sits."""
+    directory = tmp_path / "model"
+    shutil.copytree(built[name][0], directory)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].object_graph_def
+    rebound = {obj.bare_concrete_function.concrete_function_name for obj in graph.nodes
+               if obj.WhichOneof("kind") == "bare_concrete_function"} - set(graph.concrete_functions)
+    assert len(rebound) == 1
+    graph.concrete_functions[rebound.pop()].SetInParent()  # declared, binding nothing
+    (directory / "saved_model.pb").write_bytes(proto.SerializeToString())
+    with pytest.raises(graphcheck.RefusedModel) as refused:
+        savedmodel.check(directory)
+    assert op in str(refused.value) and "concrete-function entry" not in str(refused.value)

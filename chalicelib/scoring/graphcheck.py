@@ -13,7 +13,8 @@ path (the graph itself, pruned per signature) otherwise.
 - each graph node and function gets the contexts it can run in: `init` (the init op, or
   anything a collection names, which covers the TF1 loader's fallback init; the one step into
   which the TF1 loader feeds asset paths), `exec` (a signature or, for TF2 exports,
-  any function the restored object exposes), `restore` (the saver's
+  any function the object graph names anywhere: the loader makes each one callable, so a
+  function also reached from the init op or the saver is still run by callers), `restore` (the saver's
   restore op, fed the variables' path), `save` (the saver's save tensor, which no loader
   runs), or `unused`;
 - the input that names a file is traced back through pass-through ops and function arguments
@@ -106,6 +107,7 @@ class _MetaGraph:
             for node in function.node_def:
                 self._index(name, node)
         self.asset_tensors, self.asset_objects = self._assets()
+        self.object_functions = self._object_functions()
         saver = meta_graph.saver_def
         self.saver_filename = saver.filename_tensor_name if saver.filename_tensor_name else None
         self.contexts = self._contexts()
@@ -147,14 +149,35 @@ class _MetaGraph:
             for info in [*signature.inputs.values(), *signature.outputs.values()]:
                 (init_roots if key == _INIT_SIGNATURE else graph_roots).append(_node_name(info.name))
         saver = self.meta_graph.saver_def
-        exposed = list(self.meta_graph.object_graph_def.concrete_functions)  # TF2: callable after load
         return {
             INIT: [("node", name) for name in init_roots if name in self.nodes],
             EXEC: [("node", name) for name in graph_roots if name in self.nodes]
-            + [("function", name) for name in exposed if name in self.functions],
+            + [("function", name) for name in self.object_functions if name in self.functions],
             RESTORE: [("node", _node_name(saver.restore_op_name))] if saver.restore_op_name else [],
             SAVE: [("node", _node_name(saver.save_tensor_name))] if saver.save_tensor_name else [],
         }
+
+    def _object_functions(self) -> set[str]:
+        """Every function the TF2 object graph names: its concrete-function table, and each
+        object that refers to one (a bare function: a resource's initializer, a signature; a
+        tf.function's traces). The TF2 loader makes each of them callable, with the captures
+        the table binds, whatever else in the graph also calls it; so each counts as run by the
+        caller (`exec`), and one named without its table entry (captures nobody declared) is
+        refused."""
+        graph = self.meta_graph.object_graph_def
+        table = set(graph.concrete_functions)
+        named: set[str] = set()
+        for node_id, obj in enumerate(graph.nodes):
+            kind = obj.WhichOneof("kind")
+            names = ([obj.bare_concrete_function.concrete_function_name] if kind == "bare_concrete_function"
+                     else list(obj.function.concrete_functions) if kind == "function" else [])
+            for name in names:
+                named.add(name)
+                if name not in table or name not in self.functions:
+                    self._refuse("object graph", f"object {node_id}",
+                                 f"it names function {name!r} without the concrete-function entry that declares "
+                                 "what the loader binds to it")
+        return table | named
 
     def _collection_nodes(self) -> list[str]:
         """Every node a collection names, as init roots. A TF1 graph that declares no init op
