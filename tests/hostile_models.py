@@ -523,3 +523,26 @@ def reads_a_path_through_a_rebound_signature(directory: Path) -> Path:
 
 def _node(tensor: str) -> str:
     return tensor.split(":")[0]
+
+
+class _SlowTable(tf.lookup.StaticHashTable):
+    """A table whose initializer counts to `steps` first: pure compute, allowed op by op, that
+    keeps a load busy (a few seconds here; a hostile one would count forever)."""
+
+    steps = 1_000_000
+
+    def _initialize(self):
+        counted = tf.while_loop(lambda i: i < self.steps, lambda i: i + 1, [tf.constant(0, tf.int64)])[0]
+        with tf.control_dependencies([counted]):
+            return super()._initialize()
+
+
+def loads_slowly(directory: Path) -> Path:
+    """A model whose load runs the slow initializer. Building the table runs its initializer
+    once, here, so it counts to 0 then; the export traces it again, counting to `steps`."""
+    module = _TableModule.__new__(_TableModule)
+    tf.Module.__init__(module)
+    _SlowTable.steps = 0
+    module.table = _SlowTable(tf.lookup.KeyValueTensorInitializer(["a"], [1]), -1)
+    _SlowTable.steps = 1_000_000
+    return _save(module, directory)

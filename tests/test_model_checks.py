@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,21 @@ def test_a_rebound_function_is_refused_by_its_op_even_with_a_declared_entry(buil
     with pytest.raises(graphcheck.RefusedModel) as refused:
         savedmodel.check(directory)
     assert op in str(refused.value) and "concrete-function entry" not in str(refused.value)
+
+
+def test_a_load_past_its_time_limit_makes_the_version_invalid_and_frees_the_loader(publish, settings_env,
+                                                                                    tmp_path, model_dirs):
+    """Loading runs the model's initializers, which may compute for ever with allowed ops: the
+    version is invalid at the limit, and the next version loads at once (the abandoned load does
+    not hold the loader)."""
+    from chalicelib.scoring import engine
+
+    directory = hostile.loads_slowly(tmp_path / "slow")
+    settings_env(TFBATCH_MODEL_LOAD_SECONDS="0.05")
+    entity = publish(savedmodels.tar_gz(directory))
+    assert entity["status"] == models.INVALID
+    assert "TFBATCH_MODEL_LOAD_SECONDS" in entity["latest_version"]["status_details"]["message"]
+    settings_env(TFBATCH_MODEL_LOAD_SECONDS="300")
+    assert publish(savedmodels.tar_gz(model_dirs["strings"]))["status"] == models.READY
+    while engine.calls_still_running():  # the abandoned load ends by itself: leave no thread behind
+        threading.Event().wait(0.05)

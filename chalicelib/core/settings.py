@@ -42,6 +42,7 @@ class Settings:
     batch_size: int  # records per model call (the rule: chalicelib.scoring.engine.records_per_call)
     batch_size_explicit: bool  # TFBATCH_BATCH_SIZE was given: no device factor on top
     model_call_seconds: float  # one model call past this fails its files (engine.ModelCallTimeout)
+    model_load_seconds: float  # a version whose load runs past this is invalid (engine.ModelLoadTimeout)
     max_output_bytes: int  # output tensor bytes one input file may produce (pipeline.predict)
     files_per_output: int  # input files per output file (and per ledger intent)
     fetch_concurrency: int
@@ -130,6 +131,9 @@ def get_settings() -> Settings:
         batch_size=_int("TFBATCH_BATCH_SIZE", 256),
         batch_size_explicit="TFBATCH_BATCH_SIZE" in os.environ,
         model_call_seconds=float(env("TFBATCH_MODEL_CALL_SECONDS", 120)),
+        # Loading runs the model's resource initializers (vocabularies, tables): large ones take
+        # a while, a spinning one forever. 300 s leaves a 900 s Lambda time to score after.
+        model_load_seconds=float(env("TFBATCH_MODEL_LOAD_SECONDS", 300)),
         max_output_bytes=_int("TFBATCH_MAX_OUTPUT_BYTES", 64 * MIB),
         files_per_output=_bounded("TFBATCH_FILES_PER_OUTPUT", 256, 1, MAX_FILES_PER_OUTPUT),
         fetch_concurrency=_int("TFBATCH_FETCH_CONCURRENCY", 32),

@@ -31,11 +31,11 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +46,8 @@ from chalicelib.core.settings import get_settings
 from chalicelib.scoring import savedmodel
 from chalicelib.scoring.formats import Batch
 from chalicelib.state.deployments import Deployment
+
+T = TypeVar("T")
 
 _CACHE_DIR = Path(tempfile.gettempdir()) / "tfbatch-models"
 Outputs = dict[str, np.ndarray]  # one file's rows of each output tensor
@@ -101,9 +103,14 @@ class ModelCallTimeout(Exception):
     """A model call ran past settings.model_call_seconds; its files fail, the scorer goes on."""
 
 
+class ModelLoadTimeout(Exception):
+    """Loading a version ran past settings.model_load_seconds (a resource initializer that never
+    ends is pure compute too): the version is invalid, and other versions go on loading."""
+
+
 class _Abandoned:
-    """How many model calls were given up at their time limit and still run: the process that
-    holds one is replaced as soon as it can be (worktasks.replace_if_stuck)."""
+    """How many model calls and loads were given up at their time limit and still run: the
+    process that holds one is replaced as soon as it can be (worktasks.replace_if_stuck)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -121,14 +128,45 @@ def calls_still_running() -> int:
     return _abandoned.count
 
 
+def _within(seconds: float, work: Callable[[], T], too_long: Callable[[], Exception], *, name: str) -> T:
+    """`work()`'s result, or `too_long()` raised once it has run `seconds`. TensorFlow cannot
+    interrupt a running graph, so the work runs in a thread of its own that the caller stops
+    waiting for; that thread spins on until the graph ends or the process does, counted as
+    abandoned meanwhile."""
+    finished = threading.Event()
+    outcome: dict = {}
+    lock = threading.Lock()  # the work ends and the caller gives up in one order or the other
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+            outcome["error"] = error
+        finally:
+            with lock:
+                finished.set()
+                if outcome.get("abandoned"):
+                    _abandoned.change(-1)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    finished.wait(seconds)
+    with lock:
+        if not finished.is_set():
+            outcome["abandoned"] = True
+            _abandoned.change(+1)
+    if outcome.get("abandoned"):
+        raise too_long()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class Model:
     """One signature of a loaded SavedModel, callable on NumPy columns.
 
-    Every call is bounded in time: a graph is a stranger's program, and a While loop that never
-    ends is pure compute that no op check can refuse. TensorFlow cannot interrupt a running
-    call, so the call runs in a thread of its own that the caller stops waiting for; that thread
-    spins on until the graph ends or the process does, and the process is replaced once the work
-    in hand is done (calls_still_running; worktasks.replace_if_stuck)."""
+    Every call is bounded in time (`_within`): a graph is a stranger's program, and a While loop
+    that never ends is pure compute that no op check can refuse. The process is replaced once
+    the work in hand is done (calls_still_running; worktasks.replace_if_stuck)."""
 
     def __init__(self, loaded, signature_name: str, call_seconds: float | None = None):
         self._loaded = loaded  # keeps the variables alive
@@ -144,33 +182,9 @@ class Model:
         return bounded
 
     def _call(self, inputs: dict) -> dict:
-        finished = threading.Event()
-        outcome: dict = {}
-        lock = threading.Lock()  # the call ends and the caller gives up in one order or the other
-
-        def call() -> None:
-            try:
-                outcome["value"] = self._function(**inputs)
-            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
-                outcome["error"] = error
-            finally:
-                with lock:
-                    finished.set()
-                    if outcome.get("abandoned"):
-                        _abandoned.change(-1)
-
-        threading.Thread(target=call, name="model-call", daemon=True).start()
-        finished.wait(self._call_seconds)
-        with lock:
-            if not finished.is_set():
-                outcome["abandoned"] = True
-                _abandoned.change(+1)
-        if outcome.get("abandoned"):
-            raise ModelCallTimeout(f"the model call ran longer than {self._call_seconds:g} s "
-                                   "(TFBATCH_MODEL_CALL_SECONDS) and was abandoned")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        return _within(self._call_seconds, lambda: self._function(**inputs), lambda: ModelCallTimeout(
+            f"the model call ran longer than {self._call_seconds:g} s (TFBATCH_MODEL_CALL_SECONDS) and was abandoned"),
+            name="model-call")
 
     def warm_up(self) -> Model:
         """One call on a record of zeros (empty strings), so the first real batch does not pay
@@ -268,8 +282,13 @@ def preload(archive: StoredArchive, signature_names: Iterable[str]) -> None:
 
 
 def _ready(archive: StoredArchive, signature_name: str) -> Model:
+    """Load (bounded in time, like a call: loading runs the model's resource initializers) and
+    warm up. The lock is the waiter's, so a load given up at its limit no longer holds it."""
+    seconds = get_settings().model_load_seconds
     with _version_lock:
-        loaded = _loaded(archive)
+        loaded = _within(seconds, lambda: _loaded(archive), lambda: ModelLoadTimeout(
+            f"loading model version {archive.version_id} ran longer than {seconds:g} s "
+            "(TFBATCH_MODEL_LOAD_SECONDS) and was abandoned"), name="model-load")
     return Model(loaded, signature_name).warm_up()
 
 
