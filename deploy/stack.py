@@ -10,8 +10,9 @@ the code finds on AWS exactly the resources the template made.
 What each role can still reach (the policies are the files in .chalice/, one per function, each
 naming only the actions its code calls, on the stack's own resources; `*` only where AWS has no
 resource-level permission for the action), and why:
-- API (ApiHandlerRole, zip, never loads a model): its tables; model archives write-only (put and
-  delete, never read); the token signing key, which it alone may read (the secret's resource
+- API (ApiHandlerRole, zip, never loads a model): its tables; model archives put, delete and
+  read (it checks an archive that a two-step upload put straight into the bucket, never loads
+  it); the token signing key, which it alone may read (the secret's resource
   policy denies every other principal, so a policy attached later cannot widen that by mistake);
   create, read and delete of connection keys under `<stack>/deployments/*` (it checks
   connections before storing their keys); sending tasks.
