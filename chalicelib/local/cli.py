@@ -234,6 +234,7 @@ def stack_up() -> None:
     console.print(f"[green]local stack up[/green]: API {localstack.api_url()}, "
                   f"moto http://{localstack.HOST}:{localstack.moto_port()}")
     console.print(f"instance {credentials['instance_id']}; credentials in {localstack.CREDENTIALS_FILE.name}")
+    console.print(f"Dashboard: {localstack.api_url()}/dashboard (sign in with the username and password there)")
 
 
 @stack.command("down")

@@ -12,27 +12,15 @@ TFBATCH_STAGE is production: only a stage set explicitly to "local" exempts the 
 loopback stores. The service's own store endpoint (TFBATCH_AWS_ENDPOINT, set explicitly) is the
 operator's, not a user's, and is exempt.
 
-What remains open, and why:
-- DNS rebinding. An endpoint is re-checked each time the data path opens its store for a run
-  (the verdict is cached per host for VERDICT_SECONDS, so a warm scorer resolves a host about
-  once a minute, not per file), but the address checked is not pinned: obstore (0.12) resolves
-  inside its Rust HTTP client at each new connection and offers no resolver or address
-  override (ClientConfig has only `randomize_addresses`), and an IP address in the URL would
-  fail TLS verification of the store's certificate and change the Host the store routes by.
-  botocore resolves per connection in urllib3 likewise. A host whose DNS answers differently
-  between our lookup and the client's (TTL 0) can still reach another address.
-- Redirects. botocore never follows a `Location`: urllib3 is called with `Retry(False)`, and its
-  S3 region redirector keeps the configured endpoint; for users' endpoints that redirector is
-  switched off too (on a store that always redirects it recursed, ~300 requests per call).
-  obstore cannot be told: object_store builds its reqwest client with reqwest's default
-  policy, which follows up to 10 redirects to any host (tried with obstore 0.12.1: a GET
-  answered with a 307 to another address returns that address's body as the object), and
-  neither obstore's ClientConfig nor object_store (0.12 to 0.14) has an option for it. A
-  hostile store can thus point the data path's GETs at an internal URL. Closing that takes
-  egress filtering below this process: the scoring functions and the Batch job in a VPC whose
-  egress denies private and link-local ranges (with IMDSv2, hop limit 1), or an egress proxy
-  (obstore's `proxy_url`) that checks each destination and connects to the address checked,
-  which would also pin it.
+Checking the url is not enough on its own: a client resolves the host again when it connects
+(DNS rebinding) and may follow a store's redirect to anywhere. So every client of a store the
+rule applies to (obstore on the data path, boto3 for checks) connects through the process's
+egress proxy (`egress.py`), which resolves each destination itself, applies the same rule to
+every address, connects to the address it checked, and refuses redirects over plain http; over
+https a redirect is a new connection through it, checked like the first. botocore also never
+follows a `Location` on its own (urllib3 with `Retry(False)`), and its S3 region redirector is
+switched off for users' endpoints (on a store that always redirects it recursed, ~300
+requests per call).
 """
 
 from __future__ import annotations
@@ -57,6 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.core import aws, caches
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.settings import get_settings
+from chalicelib.state import egress
 
 WRITE_CHECK_MARK = ".tfbatch-write-check-"  # the probe object's name; never an input
 _CHECK_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
@@ -306,6 +295,22 @@ def _refused(side: str | None, message: str) -> EndpointRefused:
                            target={"type": "field", "name": side} if side else None)
 
 
+_egress: egress.EgressProxy | None = None
+_egress_lock = threading.Lock()
+
+
+def _egress_url(url: str | None) -> str | None:
+    """The egress proxy's URL for clients of this endpoint, None where the rule does not apply
+    (AWS S3 itself, the local stack's loopback stores, the service's own store)."""
+    global _egress
+    if not url or _exempt(url):
+        return None
+    with _egress_lock:
+        if _egress is None:
+            _egress = egress.EgressProxy(_public)
+        return _egress.url
+
+
 def s3_client(location: Location, keys: dict, *, side: str | None = None) -> Any:
     """boto3 on the user's store with the user's keys (control plane: checks, notifications).
     The endpoint is checked again first: its DNS may have changed since creation."""
@@ -318,8 +323,12 @@ def s3_client(location: Location, keys: dict, *, side: str | None = None) -> Any
 def _s3_client(url: str | None, region: str, access_key: str, secret_key: str) -> Any:
     """Cached: building a boto3 client costs tens of milliseconds, and one deployment's creation
     uses the input's client twice (check, subscription). The keys stay in this process only."""
+    config = _ENDPOINT_CONFIG if url else _CHECK_CONFIG
+    proxy = _egress_url(url)
+    if proxy is not None:
+        config = config.merge(Config(proxies={"http": proxy, "https": proxy}))
     client = boto3.client("s3", endpoint_url=url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                          region_name=region, config=_ENDPOINT_CONFIG if url else _CHECK_CONFIG)
+                          region_name=region, config=config)
     if url:  # one fixed endpoint: a "wrong region" redirect has nowhere else to go
         client.meta.events.register_first("needs-retry.s3", _no_region_redirect)
     return client
@@ -433,6 +442,8 @@ def _store(bucket: str, url: str | None, region: str, access_key: str, secret_ke
 
     options: dict[str, Any] = {"region": region, "access_key_id": access_key, "secret_access_key": secret_key}
     if url:
+        proxy = _egress_url(url)
         options.update(endpoint=url, virtual_hosted_style_request=False,
-                       client_options={"allow_http": url.startswith("http://"), "timeout": "60s"})
+                       client_options={"allow_http": url.startswith("http://"), "timeout": "60s",
+                                       **({"proxy_url": proxy} if proxy else {})})
     return S3Store(bucket, **options)
