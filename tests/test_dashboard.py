@@ -117,6 +117,8 @@ def test_publish_deploy_watch_and_delete_in_a_browser(local_stack, browser, digi
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     expect(page.locator(".stat").first).to_contain_text("Models")
+    # Behind API Gateway the page is /<stage>/dashboard and the API under /<stage>.
+    assert page.evaluate("[apiBase('/api/dashboard'), apiBase('/api/dashboard/'), BASE]") == ["/api", "/api", ""]
     token = page.evaluate("sessionStorage.getItem('tfbatch.token')")
     assert token and token not in page.url
     _shoot(page, "overview")

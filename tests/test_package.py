@@ -272,3 +272,23 @@ def test_online_scoring_runs_in_the_image_invoked_by_the_api_and_holds_no_key(te
                                     "dynamodb:GetItem", "dynamodb:UpdateItem", "s3:GetObject"}
     assert "secretsmanager" not in json.dumps(statements) and "SigningKeySecret" not in json.dumps(statements)
     assert online["Timeout"] <= 29  # API Gateway's own limit: an answer after it would reach nobody
+
+
+def test_the_dashboard_is_served_as_text_under_the_stage_and_ships_in_the_zip(package, template):
+    """API Gateway routes the page and its files to the API function and passes them as text
+    (only archives are binary), at /<stage>/dashboard, where its relative links resolve under
+    the stage."""
+    import zipfile
+    from urllib.parse import urljoin
+
+    swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    binary = set(swagger["x-amazon-apigateway-binary-media-types"])
+    assert not binary & {"text/html", "text/css", "text/javascript", "image/svg+xml", "*/*"}
+    for path in ("/dashboard", "/dashboard/{name}"):
+        assert "x-amazon-apigateway-integration" in swagger["paths"][path]["get"], path
+    stage = template["Resources"]["RestAPI"]["Properties"]["StageName"]
+    page = f"https://example.execute-api.us-east-1.amazonaws.com/{stage}/dashboard"
+    assert urljoin(page, "dashboard/app.js").endswith(f"/{stage}/dashboard/app.js")
+    with zipfile.ZipFile(package / "deployment.zip") as bundle:
+        names = set(bundle.namelist())
+    assert {f"chalicelib/api/static/dashboard/{name}" for name in ("index.html", "app.js", "style.css")} <= names

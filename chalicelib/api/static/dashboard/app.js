@@ -8,7 +8,11 @@
 // - requests go to this origin only, under the stage prefix the page was served from.
 "use strict";
 
-const BASE = location.pathname.replace(/\/dashboard\/?$/, "");
+// The API's root: "" locally, the stage ("/api") behind API Gateway, where the page is /api/dashboard.
+function apiBase(pathname) {
+  return pathname.replace(/\/dashboard\/?$/, "");
+}
+const BASE = apiBase(location.pathname);
 const TOKEN_KEY = "tfbatch.token";
 const POLL_MS = 2000;
 const REFRESH_BEFORE_S = 60;
