@@ -43,6 +43,19 @@ def test_the_page_and_its_files_are_served_with_a_policy_that_forbids_inline_cod
     assert missing.status_code == 404 and "app.py" not in missing.text.replace("..%2Fapp.py", "")
 
 
+def _check_result_files_api(stack: dict, deployment_id: str) -> None:
+    """What the deployment page reads: newest groups first, pages bounded, tokens checked."""
+    http = stackclient.session(stack)
+    url = f"{stack['url']}/v3/wml_instances/{stack['instance_id']}/deployments/{deployment_id}/result_files"
+    groups = http.get(url, timeout=10).json()["resources"]
+    assert sum(group["failed"] for group in groups) == 2 and sum(group["scored"] for group in groups) == 4
+    assert {failure["filename"] for group in groups for failure in group["failures"]} == {"broken.json",
+                                                                                         HOSTILE_NAME}
+    for query, name in [("limit=51", "limit"), ("start=bm90LWEta2V5", "start")]:
+        answer = http.get(f"{url}?{query}", timeout=10)
+        assert answer.status_code == 400 and answer.json()["errors"][0]["target"]["name"] == name, answer.text
+
+
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
@@ -183,6 +196,7 @@ def test_publish_deploy_watch_and_delete_in_a_browser(local_stack, browser, digi
     assert failures.locator("img").count() == 0 and page.locator("img").count() == 0
     expect(page.locator("#result-files")).to_contain_text("predictions-")
     assert "browser-secret-never-shown" not in page.content()
+    _check_result_files_api(local_stack, page.url.rsplit("/", 1)[1])
     _shoot(page, "deployment")
 
     # One more upload: the counts move without a reload.

@@ -48,9 +48,14 @@ class Counting(http.server.BaseHTTPRequestHandler):
 
     hits: list[str]
     redirect_to: str | None = None
+    interim: bool = False  # a 100 Continue before the answer
+    protocol_version = "HTTP/1.1"
 
     def do_GET(self):
         self.hits.append(self.headers.get("Host", ""))
+        if self.interim:
+            self.send_response_only(100)
+            self.end_headers()
         if self.redirect_to:
             self.send_response(307)
             self.send_header("Location", self.redirect_to)
@@ -71,8 +76,8 @@ def server():
     """server(address, redirect_to=None) -> (url, hits); all are shut down after the test."""
     started = []
 
-    def start(address: str, redirect_to: str | None = None):
-        handler = type("Handler", (Counting,), {"hits": [], "redirect_to": redirect_to})
+    def start(address: str, redirect_to: str | None = None, interim: bool = False):
+        handler = type("Handler", (Counting,), {"hits": [], "redirect_to": redirect_to, "interim": interim})
         running = http.server.ThreadingHTTPServer((address, 0), handler)
         threading.Thread(target=running.serve_forever, daemon=True).start()
         started.append(running)
@@ -97,12 +102,14 @@ def test_a_checked_destination_is_reached_and_another_never_is(proxy, server):
     assert len(public_hits) == 1 and internal_hits == []
 
 
-def test_a_redirect_over_plain_http_is_refused_even_to_an_allowed_address(proxy, server):
+@pytest.mark.parametrize("interim", [False, True])  # the redirect alone, or after a 100 Continue
+def test_a_redirect_over_plain_http_is_refused_even_to_an_allowed_address(proxy, server, interim):
     target, target_hits = server("127.0.0.1")
-    redirecting, _ = server("127.0.0.1", redirect_to=f"{target}/elsewhere")
+    redirecting, _ = server("127.0.0.1", redirect_to=f"{target}/elsewhere", interim=interim)
     answer = requests.get(f"{redirecting}/object", proxies=_via(proxy), timeout=10)
     assert answer.status_code == 502 and "redirect (307)" in answer.text
     assert target_hits == []
+    assert requests.get(f"{target}/object", proxies=_via(proxy), timeout=10).text == "ok"  # the proxy goes on
 
 
 def test_a_tunnel_is_opened_only_to_a_checked_address(proxy, server):

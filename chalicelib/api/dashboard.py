@@ -17,7 +17,8 @@ from chalicelib.core.errors import NotFound
 
 FILES = Path(__file__).parent / "static" / "dashboard"
 # The only names served: a request names one of these or nothing (no path is ever joined).
-TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+PAGE = "index.html"  # served at /dashboard only: its relative links resolve from there
+TYPES = {PAGE: "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
          "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -31,12 +32,16 @@ def _read(name: str) -> str:
 
 
 def page() -> Response:
-    return asset("index.html")
+    return _file(PAGE)
 
 
 def asset(name: str) -> Response:
-    if name not in TYPES:
+    if name not in TYPES or name == PAGE:
         return _not_found(name)
+    return _file(name)
+
+
+def _file(name: str) -> Response:
     return Response(_read(name), status_code=200, headers={"Content-Type": TYPES[name], **HEADERS})
 
 

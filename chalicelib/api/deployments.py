@@ -161,7 +161,13 @@ def result_files(call: Call, instance_id: str, deployment_id: str) -> dict:
                          target={"type": "deployment", "id": deployment_id})
     url = f"{views.instance_url(call.base_url, instance_id)}/deployments/{deployment_id}/result_files"
     return views.page(call, lambda limit, start: ledger.newest_files(deployment_id, limit, start), "input_key",
-                      render=views.result_group, url=url, check_start=_files_page_token)
+                      render=views.result_group, url=url, check_start=_files_page_token,
+                      max_limit=RESULT_FILES_PAGE)
+
+
+# A group's entry is at most ~40 KB (25 failures of a 1 KB key and a 500-byte message), a few
+# times that once JSON escapes control characters: 50 a page stays well under Lambda's 6 MB.
+RESULT_FILES_PAGE = 50
 
 
 def _files_page_token(start: str) -> None:

@@ -97,10 +97,10 @@ def model(item: dict, base: str, *, latest: dict | None, deployment_count: int) 
     return {"metadata": _metadata(item, url, item["model_id"]), "entity": entity}
 
 
-def _page_args(call, check_start: Callable[[str], object]) -> tuple[int, str | None]:
-    raw_limit = call.query("limit") or "100"
-    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", target=field("limit"))
+def _page_args(call, check_start: Callable[[str], object], max_limit: int) -> tuple[int, str | None]:
+    raw_limit = call.query("limit") or str(min(100, max_limit))
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= max_limit:
+        raise BadRequest(f"'limit' must be a whole number from 1 to {max_limit}.", target=field("limit"))
     start = call.query("start")
     if start is not None:
         try:
@@ -112,11 +112,12 @@ def _page_args(call, check_start: Callable[[str], object]) -> tuple[int, str | N
 
 
 def page(call, fetch: Callable[[int, str | None], tuple[list[dict], bool]], sort_key: str, *,
-         render: Callable[[dict], dict], url: str, check_start: Callable[[str], object] = uuid.UUID) -> dict:
+         render: Callable[[dict], dict], url: str, check_start: Callable[[str], object] = uuid.UUID,
+         max_limit: int = MAX_PAGE) -> dict:
     """One page in the v3 list shape, with first/next URLs (limit and start); `fetch(limit,
     start)` reads it from the store. A `start` token that `check_start` refuses (ValueError) is
-    not one this API gave."""
-    limit, start = _page_args(call, check_start)
+    not one this API gave; `max_limit` keeps a page of large items under Lambda's 6 MB answer."""
+    limit, start = _page_args(call, check_start, max_limit)
     shown, more = fetch(limit, start)
     body: dict[str, Any] = {"limit": limit, "count": len(shown), "resources": [render(item) for item in shown],
                             "first": {"url": f"{url}?limit={limit}"}}

@@ -47,6 +47,7 @@ class RedirectRefused(Refused):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a scorer opens dozens of connections at once
 
     def __init__(self, allowed: Callable[[Address], bool]):
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -143,9 +144,9 @@ class _Handler(socketserver.BaseRequestHandler):
                                            b"Connection: close"]) + b"\r\n\r\n" + rest)
             sending = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
             sending.start()  # the request's body, if any, while the answer comes back
-            answer, more = _read_head(upstream)
+            answer, more = _final_head(upstream, client)
             status = int(answer.split(b" ", 2)[1])
-            if 300 <= status < 400:
+            if 300 <= status < 400 and status != 304:  # 304 Not Modified sends nobody anywhere
                 raise RedirectRefused(f"{parts.hostname} answered with a redirect ({status}), which the service does "
                               "not follow")
             lines = [line for line in answer.split(b"\r\n") if not line.lower().startswith(_DROPPED_HEADERS)]
@@ -155,7 +156,21 @@ class _Handler(socketserver.BaseRequestHandler):
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     """The head of an HTTP message (up to its blank line) and the bytes read past it."""
-    data = b""
+    return _read_head_after(sock, b"")
+
+
+def _final_head(upstream: socket.socket, client: socket.socket) -> tuple[bytes, bytes]:
+    """The answer's final head: interim 1xx heads (100 Continue) are passed on as they come,
+    so the check applies to the status that counts."""
+    head, more = _read_head(upstream)
+    while head.split(b" ", 2)[1].startswith(b"1") and not head.split(b" ", 2)[1].startswith(b"101"):
+        client.sendall(head + b"\r\n\r\n")
+        head, more = _read_head_after(upstream, more)
+    return head, more
+
+
+def _read_head_after(sock: socket.socket, data: bytes) -> tuple[bytes, bytes]:
+    """Like _read_head, starting from bytes already read."""
     while b"\r\n\r\n" not in data:
         if len(data) > _MAX_HEAD:
             raise ValueError("the message head is too large")

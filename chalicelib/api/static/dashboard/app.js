@@ -58,7 +58,13 @@ const session = {
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(this.timer);
   },
-  valid() { return Boolean(this.token) && this.claims.exp > Date.now() / 1000 + 5; },
+  valid() {
+    try {
+      return Boolean(this.token) && this.claims.exp > Date.now() / 1000 + 5;
+    } catch {
+      return false;  // not a token this service gave: sign in again
+    }
+  },
   schedule() {
     clearTimeout(this.timer);
     const wait = Math.max(5, this.claims.exp - Date.now() / 1000 - REFRESH_BEFORE_S);
@@ -94,7 +100,12 @@ async function api(method, path, body, headers = {}) {
   }
   const response = await fetch(BASE + path, init);
   const text = await response.text();
-  const parsed = text ? JSON.parse(text) : null;
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    if (response.ok) throw new ApiError(response.status, null);
+  }
   if (!response.ok) {
     if (response.status === 401 && session.token && path !== "/v3/identity/token") {
       signOut("Your session ended; sign in again.");
@@ -118,7 +129,12 @@ function upload(path, file, contentType, onProgress) {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
     });
     request.addEventListener("load", () => {
-      const parsed = request.responseText ? JSON.parse(request.responseText) : null;
+      let parsed = null;
+      try {
+        parsed = request.responseText ? JSON.parse(request.responseText) : null;
+      } catch {
+        parsed = null;  // a gateway's own HTML error page: the status says enough
+      }
       if (request.status >= 200 && request.status < 300) resolve(parsed);
       else reject(new ApiError(request.status, parsed));
     });
@@ -139,27 +155,49 @@ function confirmDelete(text) {
 }
 
 // -- views -----------------------------------------------------------------------------------
+// Each route starts a new view generation; a refresh or a late answer of an older view finds its
+// generation gone and neither renders nor schedules another refresh.
+let generation = 0;
 let polling = null;
+const current = () => generation;
 function stopPolling() {
+  generation += 1;
   clearTimeout(polling);
   polling = null;
 }
 
+// Run `step` every POLL_MS while this view lasts and until the step answers false.
 function poll(step) {
-  stopPolling();
+  const mine = current();
+  clearTimeout(polling);
   const run = async () => {
+    if (mine !== current()) return;
     try {
-      await step();
+      if ((await step()) === false) {
+        polling = null;
+        return;
+      }
     } catch (error) {
-      if (error.status !== 401) showProblem(error);
+      if (error.status !== 401 && !error.stale && mine === current()) showProblem(error);
     }
-    if (polling !== null) polling = setTimeout(run, POLL_MS);
+    if (mine === current()) polling = setTimeout(run, POLL_MS);
   };
   polling = setTimeout(run, POLL_MS);
 }
 
 function show(...children) {
   $("#view").replaceChildren(h("div", { class: "page" }, ...children));
+}
+
+// A view's answers, dropped if the user has moved on meanwhile (the view's generation ended).
+async function fetched(request) {
+  const mine = current();
+  const answer = await request;
+  if (mine !== current()) throw new Stale();
+  return answer;
+}
+class Stale extends Error {
+  constructor() { super("stale"); this.status = 0; this.stale = true; }
 }
 
 function showProblem(error) {
@@ -175,7 +213,7 @@ function statusBadge(status) {
 
 // Overview: the instance's usage counters.
 async function overview() {
-  const instance = await api("GET", instancePath());
+  const instance = await fetched(api("GET", instancePath()));
   const usage = instance.entity.usage;
   const card = (label, value, limit) => h("div", { class: "stat" },
     h("span", { class: "label" }, label),
@@ -207,7 +245,7 @@ async function modelsView() {
 }
 
 async function refreshModels() {
-  const list = await api("GET", `${instancePath()}/published_models?limit=1000`);
+  const list = await fetched(api("GET", `${instancePath()}/published_models?limit=1000`));
   const rows = list.resources.map((model) => h("tr", {},
     h("td", {}, h("a", { href: `#/models/${model.metadata.guid}` }, model.entity.name)),
     h("td", {}, modelStatus(model)),
@@ -220,11 +258,9 @@ async function refreshModels() {
     h("thead", {}, h("tr", {}, ["Name", "Status", "Deployments", "Published"].map(
       (label) => h("th", { scope: "col" }, label)))),
     h("tbody", {}, rows)));
-  if (list.resources.some((model) => model.entity.status === "inspecting")) {
-    if (polling === null) poll(refreshModels);
-  } else {
-    stopPolling();
-  }
+  const inspecting = list.resources.some((model) => model.entity.status === "inspecting");
+  if (inspecting && polling === null) poll(refreshModels);
+  return inspecting;
 }
 
 const ARCHIVE_TYPES = { ".zip": "application/zip", ".tar": "application/x-tar" };
@@ -269,8 +305,17 @@ function publishForm() {
       const guid = created.metadata.guid;
       progress.hidden = false;
       message.textContent = "Uploading…";
-      await upload(`${instancePath()}/published_models/${guid}/content`, chosen, archiveType(chosen.name),
-        (done) => { progress.value = done; });
+      try {
+        await upload(`${instancePath()}/published_models/${guid}/content`, chosen, archiveType(chosen.name),
+          (done) => { progress.value = done; });
+      } catch (error) {
+        await api("DELETE", `${instancePath()}/published_models/${guid}`).catch(() => {});
+        if (error.status === 413 || error.status === 0) {
+          error.message = `${error.message} Archives too large for one request are published with ` +
+            "`tfbatch models publish`, which uploads straight to the bucket.";
+        }
+        throw error;
+      }
       progress.value = 1;
       message.textContent = `Published ${name.value.trim()}; it is being inspected.`;
       await refreshModels();
@@ -298,7 +343,7 @@ function tensorsTable(caption, tensors) {
 }
 
 async function modelView(guid) {
-  const model = await api("GET", `${instancePath()}/published_models/${guid}`);
+  const model = await fetched(api("GET", `${instancePath()}/published_models/${guid}`));
   const latest = model.entity.latest_version || {};
   const signatures = latest.signatures || [];
   const remove = async () => {
@@ -326,9 +371,9 @@ async function modelView(guid) {
       model.entity.status === "ready" ? h("a", { class: "button", href: `#/deploy/${guid}` }, "Deploy") : null,
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete model")),
     problemBox());
-  if (model.entity.status === "inspecting") {
-    poll(async () => { if (location.hash === `#/models/${guid}`) await modelView(guid); });
-  }
+  const inspecting = model.entity.status === "inspecting";
+  if (inspecting && polling === null) poll(() => modelView(guid));
+  return inspecting;
 }
 
 // A new batch deployment: the form, and the service's refusal shown next to the field it names.
@@ -353,7 +398,7 @@ function connectionFields(side, place) {
 }
 
 async function deployView(preselected) {
-  const list = await api("GET", `${instancePath()}/published_models?limit=1000`);
+  const list = await fetched(api("GET", `${instancePath()}/published_models?limit=1000`));
   const ready = list.resources.filter((model) => model.entity.status === "ready");
   const modelSelect = h("select", { id: "deploy-model", dataset: { field: "published_model.guid" }, required: true },
     ready.map((model) => h("option", { value: model.metadata.guid, selected: model.metadata.guid === preselected },
@@ -430,12 +475,17 @@ function placeError(form, error, fallback) {
 }
 
 // Deployments: a live list, and one deployment's page.
-const rates = new Map();  // deployment guid -> {done, at}: files per second between two refreshes
+// Files per second over the last RATE_WINDOW_MS (commits land a group at a time, so the
+// count between two refreshes jumps), from the samples this page has seen.
+const RATE_WINDOW_MS = 30000;
+const samples = new Map();  // deployment guid -> [{done, at}], oldest first
 function rate(guid, done) {
   const now = Date.now();
-  const last = rates.get(guid);
-  rates.set(guid, { done, at: now, rate: last && now > last.at ? ((done - last.done) * 1000) / (now - last.at) : 0 });
-  return Math.max(0, rates.get(guid).rate);
+  const seen = (samples.get(guid) || []).filter((sample) => now - sample.at <= RATE_WINDOW_MS);
+  seen.push({ done, at: now });
+  samples.set(guid, seen);
+  const first = seen[0];
+  return now - first.at >= POLL_MS ? Math.max(0, ((done - first.done) * 1000) / (now - first.at)) : 0;
 }
 
 function progressOf(details) {
@@ -451,7 +501,7 @@ function countsOf(details) {
 }
 
 async function deploymentsView() {
-  const list = await api("GET", `${instancePath()}/deployments?limit=1000`);
+  const list = await fetched(api("GET", `${instancePath()}/deployments?limit=1000`));
   const rows = list.resources.map((deployment) => {
     const entity = deployment.entity;
     const details = entity.status_details || {};
@@ -481,10 +531,10 @@ function failuresOf(groups) {
 }
 
 async function deploymentView(guid) {
-  const [deployment, files] = await Promise.all([
+  const [deployment, files] = await fetched(Promise.all([
     api("GET", `${instancePath()}/deployments/${guid}`),
     api("GET", `${instancePath()}/deployments/${guid}/result_files?limit=20`).catch(() => ({ resources: [] })),
-  ]);
+  ]));
   const entity = deployment.entity;
   const details = entity.status_details || {};
   const failures = failuresOf(files.resources);
@@ -558,13 +608,17 @@ async function route() {
   if (!found) { location.hash = "#/overview"; return; }
   for (const link of document.querySelectorAll("#nav a")) {
     const href = link.getAttribute("href");
-    link.toggleAttribute("aria-current", hash === href || hash.startsWith(`${href}/`));
+    if (hash === href || hash.startsWith(`${href}/`)) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
   show(h("p", { class: "muted" }, "Loading…"));
+  const mine = current();
   try {
     await found[1](...hash.match(found[0]).slice(1));
   } catch (error) {
-    if (error.status !== 401) show(h("p", { class: "error", role: "alert" }, error.message));
+    if (error.status !== 401 && !error.stale && mine === current()) {
+      show(h("p", { class: "error", role: "alert" }, error.message));
+    }
   }
 }
 
