@@ -94,6 +94,10 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(server_aw
     bad_count = sum(inputs.values())
     assert details | {"progress": 1.0} == {"status": "SUCCESS", "total": FILES, "scored": FILES - bad_count,
                                            "failed": bad_count, "pending": 0, "progress": 1.0}
-    ledger = aws.client("dynamodb").get_paginator("scan").paginate(TableName=get_settings().ledger_table)
-    statuses = Counter(item["status"]["S"] for page in ledger for item in page["Items"])
+    items = [item for page in aws.client("dynamodb").get_paginator("scan").paginate(
+        TableName=get_settings().ledger_table) for item in page["Items"]]
+    statuses = Counter(item["status"]["S"] for item in items if item["deployment_id"]["S"] == deployment_id)
     assert statuses == {"scored": FILES - bad_count, "failed": bad_count}, f"seed {seed}: {statuses}"
+    listed = [item for item in items if item["deployment_id"]["S"] == f"{deployment_id}#files"]
+    assert (sum(int(item["scored"]["N"]) for item in listed), sum(int(item["failed"]["N"]) for item in listed)) == (
+        FILES - bad_count, bad_count), f"seed {seed}: each committed group is listed once"
