@@ -36,6 +36,9 @@ TARGETS = {"stack_vs_get_ceiling": 0.9, "folder_cpu_vs_in_memory": 1.3, "folder_
            "bookkeeping_requests_per_file": 0.2}
 
 
+MIN_FOLDER_FILES = 10_000  # fewer: scoring takes less time than the start's own variation
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -336,6 +339,9 @@ def main() -> None:
     parser.add_argument("--count-files", type=int, default=1000,
                         help="inputs of the run whose requests are counted (0: no counted run)")
     args = parser.parse_args()
+    if args.folder_files < MIN_FOLDER_FILES:
+        parser.error(f"--folder-files below {MIN_FOLDER_FILES:,} is lost in the process's start time (TensorFlow's "
+                     "import and the model's load, subtracted from every folder figure)")
 
     work = Path(tempfile.mkdtemp(prefix="tfbatch-bench-model-"))
     model_dir = work / args.model
