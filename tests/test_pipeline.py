@@ -98,3 +98,19 @@ def test_a_file_that_breaks_the_reader_costs_only_itself(tmp_path, monkeypatch):
     good, bad = read[inputs[0]], read[inputs[1]]
     assert good.columns["inputs"].tolist() == [1.0]
     assert isinstance(bad, InputError) and bad.code == "unreadable" and "RecursionError" in str(bad)
+
+
+def test_a_local_file_is_read_whole_whatever_its_size_since_the_listing(tmp_path):
+    """Local folders are read in one call sized from the listing; a file that grew or shrank
+    since is still read exactly, and one that vanished is no input."""
+    from obstore.store import LocalStore
+
+    from chalicelib.scoring.pipeline import Input, fetch
+
+    (tmp_path / "same.json").write_bytes(b"x" * 10)
+    (tmp_path / "grew.json").write_bytes(b"y" * (3 << 20))  # listed at 5 bytes, now 3 MiB
+    (tmp_path / "shrank.json").write_bytes(b"z" * 3)  # listed at 100 bytes
+    inputs = [Input("same.json", "", 10, "same.json"), Input("grew.json", "", 5, "grew.json"),
+              Input("shrank.json", "", 100, "shrank.json"), Input("gone.json", "", 7, "gone.json")]
+    assert fetch(LocalStore(prefix=tmp_path), inputs, max_bytes=1 << 30, concurrency=2) == [
+        b"x" * 10, b"y" * (3 << 20), b"z" * 3, None]

