@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import peak as peak_rss
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "job"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,14 +50,16 @@ def free_port() -> int:
 def measured(command: list[str], env: dict) -> dict:
     """Run a child to its end: wall seconds, CPU seconds (user + system) and peak RSS, its own."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = child.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"{' '.join(command[:6])} failed:\n{output[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
-            "output": output}
+    # The child's own peak, when it was run through bench.peak (wait4's counts the parent's too).
+    peak = [line for line in output.splitlines() if line.startswith(peak_rss.MARK)]
+    rss_mib = int(peak[-1][len(peak_rss.MARK):]) / 1024 if peak else usage.ru_maxrss / 1024
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": rss_mib, "output": output}
 
 
 def net(run: dict, start: dict) -> dict:
@@ -191,8 +195,8 @@ class Service:
 
     def job(self, deployment_id: str, endpoint: str | None = None) -> dict:
         env = {**self.env, "TFBATCH_AWS_ENDPOINT": endpoint} if endpoint else self.env
-        return measured([sys.executable, "-m", "chalicelib.local.cli", "job", "run", "--instance", self.instance_id,
-                         "--deployment", deployment_id], env)
+        return measured([sys.executable, "-m", "bench.peak", "chalicelib.local.cli", "job", "run", "--instance",
+                         self.instance_id, "--deployment", deployment_id], env)
 
     def stop(self) -> None:
         self.server.terminate()
@@ -315,8 +319,8 @@ def in_memory_cpu_per_1000(folder: Path, model_dir: Path) -> float:
 def score_folder(model_dir: Path, folder: Path, env: dict) -> dict:
     out = Path(tempfile.mkdtemp(prefix="tfbatch-bench-"))
     try:
-        return measured([sys.executable, "-m", "chalicelib.local.cli", "score", "--model", str(model_dir), "--input",
-                         str(folder), "--output", str(out)], env)
+        return measured([sys.executable, "-m", "bench.peak", "chalicelib.local.cli", "score", "--model", str(model_dir),
+                         "--input", str(folder), "--output", str(out)], env)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -394,7 +398,7 @@ def main() -> None:
     }
     report["peak_rss_mib"] = {}
     # The floor: a process that only imports TensorFlow and loads the model.
-    report["model_alone_rss_mib"] = measured([sys.executable, "-c", "import sys, tensorflow as tf; "
+    report["model_alone_rss_mib"] = measured([sys.executable, "-m", "bench.peak", "-c", "import sys, tensorflow as tf; "
                                               "tf.saved_model.load(sys.argv[1])", str(model_dir)], env)["rss_mib"]
     for count in [int(value) for value in args.rss.split(",") if value]:
         run = score_folder(model_dir, write_folder(DATA / f"in-{count}", count, samples), env)
