@@ -10,7 +10,8 @@ the code finds on AWS exactly the resources the template made.
 What each role can still reach (the policies are the files in .chalice/, one per function, each
 naming only the actions its code calls, on the stack's own resources; `*` only where AWS has no
 resource-level permission for the action), and why:
-- API (ApiHandlerRole, zip, never loads a model): its tables; model archives put, delete and
+- API (ApiHandlerRole, zip, never loads a model): its tables, and a query of the ledger's groups
+  (the committed groups a deployment's result_files lists; nothing of the ledger itself); model archives put, delete and
   read (it checks an archive that a two-step upload put straight into the bucket, never loads
   it); the token signing key, which it alone may read (the secret's resource
   policy denies every other principal, so a policy attached later cannot widen that by mistake);
@@ -21,8 +22,9 @@ resource-level permission for the action), and why:
   key. Every tenant's keys are under that prefix, since one function scores all tenants and a
   Lambda role cannot be narrowed per invocation: that is why graphs are checked against the op
   allow-list before anything loads them. Tables: get, query and update on those scoring touches,
-  put only on versions (inspection results), batch reads and writes only on the ledger, no
-  deletes, and nothing on credentials (password hashes) or sign-in attempts. Tasks consumed and
+  put only on versions (inspection results), batch reads and writes only on the ledger, put,
+  delete and query only on the ledger's groups (intents and committed groups), and nothing on
+  credentials (password hashes) or sign-in attempts. Tasks consumed and
   sent, events put, backlog jobs submitted to this stack's queue and job definition;
   `batch:DescribeJobs` (is a deployment's job still live?) has no resource-level permission, so
   it is granted on `*`: it reads the account's Batch job descriptions, which hold no secrets.

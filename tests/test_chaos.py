@@ -158,7 +158,7 @@ def _tally(logs: list[Path]) -> str:
 
 def _intents(deployment_id: str) -> int:
     found = aws.client("dynamodb").query(
-        TableName=get_settings().ledger_table, KeyConditionExpression="deployment_id = :id",
+        TableName=get_settings().groups_table, KeyConditionExpression="deployment_id = :id",
         ExpressionAttributeValues={":id": {"S": f"{deployment_id}#intents"}}, Select="COUNT", ConsistentRead=True)
     return found["Count"]
 

@@ -137,10 +137,15 @@ def test_iam_is_least_privilege(template):
         for statement in statements:  # the ledger's transactions put and delete intents, nothing else is deleted
             if {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"} & _actions([statement]):
                 assert statement["Resource"] in ({"Fn::GetAtt": ["VersionsTable", "Arn"]},
-                                                 {"Fn::GetAtt": ["LedgerTable", "Arn"]}), statement
+                                                 {"Fn::GetAtt": ["LedgerTable", "Arn"]},
+                                                 {"Fn::GetAtt": ["GroupsTable", "Arn"]}), statement
                 assert "dynamodb:DeleteItem" not in _actions([statement]) or \
-                    statement["Resource"] == {"Fn::GetAtt": ["LedgerTable", "Arn"]}
+                    statement["Resource"] == {"Fn::GetAtt": ["GroupsTable", "Arn"]}
             assert "CredentialsTable" not in json.dumps(statement)
+    # The API lists committed groups (result_files) and may do nothing else with the ledger.
+    api_statements = _role_statements(template, functions["app.app"])
+    assert "LedgerTable" not in json.dumps(api_statements)
+    assert [_actions([s]) for s in api_statements if "GroupsTable" in json.dumps(s)] == [{"dynamodb:Query"}]
 
 
 def _secret_targets(statements: list[dict]) -> list:

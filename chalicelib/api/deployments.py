@@ -160,7 +160,7 @@ def result_files(call: Call, instance_id: str, deployment_id: str) -> dict:
         raise BadRequest(f"Deployment {deployment_id} is online; it writes no result files.",
                          target={"type": "deployment", "id": deployment_id})
     url = f"{views.instance_url(call.base_url, instance_id)}/deployments/{deployment_id}/result_files"
-    return views.page(call, lambda limit, start: ledger.newest_files(deployment_id, limit, start), "input_key",
+    return views.page(call, lambda limit, start: ledger.newest_files(deployment_id, limit, start), ledger.GROUP_KEY,
                       render=views.result_group, url=url, check_start=_files_page_token,
                       max_limit=RESULT_FILES_PAGE)
 

@@ -54,6 +54,7 @@ def tables(settings: Settings) -> list[TableSpec]:
         "versions_table": ("model_id", "version_id"),
         "deployments_table": ("instance_id", "deployment_id"),
         "ledger_table": ("deployment_id", "input_key"),
+        "groups_table": ("deployment_id", "group_key"),
         "subscriptions_table": ("bucket_ref", "deployment_id"),
         "signin_attempts_table": ("username_hash", None),
     }

@@ -23,6 +23,7 @@ class Settings:
     versions_table: str
     deployments_table: str
     ledger_table: str
+    groups_table: str  # the ledger's intents and committed groups (ledger.py)
     subscriptions_table: str
     signin_attempts_table: str  # sign-in throttling per username (chalicelib.state.signin_throttle)
     models_bucket: str
@@ -112,6 +113,7 @@ def get_settings() -> Settings:
         versions_table=env("TFBATCH_VERSIONS_TABLE", f"{prefix}-model-versions"),
         deployments_table=env("TFBATCH_DEPLOYMENTS_TABLE", f"{prefix}-deployments"),
         ledger_table=env("TFBATCH_LEDGER_TABLE", f"{prefix}-ledger"),
+        groups_table=env("TFBATCH_GROUPS_TABLE", f"{prefix}-groups"),
         subscriptions_table=env("TFBATCH_SUBSCRIPTIONS_TABLE", f"{prefix}-subscriptions"),
         signin_attempts_table=env("TFBATCH_SIGNIN_ATTEMPTS_TABLE", f"{prefix}-signin-attempts"),
         models_bucket=env("TFBATCH_MODELS_BUCKET", f"{prefix}-models"),

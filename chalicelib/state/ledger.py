@@ -1,17 +1,23 @@
-"""The exactly-once ledger: the store behind chalicelib.scoring.exactly_once. One DynamoDB item per
-(deployment, input key), with the ETag and model version it was scored at and the output file
-holding its one result record; and, in the deployment's intents partition
-(`<deployment>#intents`, so lookups and counts of the real keys never see them), the intents of
-groups being written; and in its files partition (`<deployment>#files`) one entry per committed
-group: the output files it wrote, its counts and its first failures, which the API lists newest
-first (`newest_files`) so that a user sees results and failures without the store's keys.
+"""The exactly-once ledger: the store behind chalicelib.scoring.exactly_once.
+
+Two tables:
+- the ledger table: one item per (deployment, input key), with the ETag and model version it
+  was scored at and the output file holding its one result record. It only grows, and no
+  transaction ever touches it (BatchGetItem, BatchWriteItem and Query), so a transaction's cost
+  never depends on how many files were scored (the local stack's moto copies every table a
+  transaction touches);
+- the groups table (`group_key` within a partition): the intents of groups being written, in
+  the deployment's intents partition (`<deployment>#intents`), and one entry per committed group
+  in its files partition (`<deployment>#files`): the output files it wrote, its counts and first
+  failures, which the API lists newest first (`newest_files`), so a user sees results and
+  failures without the store's keys. The API may only read that table.
 
 Each write here is one DynamoDB transaction whose conditions make it count once:
 - `intend` puts a group's intent items, each only if absent, and adds the group's files to the
   deployment's `pending`, on condition that the scorer still holds its lease (the fence);
 - `commit` puts the files' ledger items, then, in one transaction, adds scored/failed and takes
   the intent's files off `pending` (fenced), adds the records and model seconds to the
-  instance's usage, and deletes the intent items, each only if present.
+  instance's usage, deletes the intent items, each only if present, and lists the group.
 A try retried after its answer was lost (a dropped connection, retried by botocore or by us) is
 refused on an intent item alone, which means it landed: counters are never added twice. A
 refusal on the fence means the lease is gone (LeaseLost) or the deployment is (DeploymentDeleted).
@@ -111,6 +117,9 @@ class Intent:
         return self.names[0].split("#")[0]
 
 
+GROUP_KEY = "group_key"  # the groups table's sort key: an intent item's name, or a files entry's time and token
+
+
 def files_partition(deployment_id: str) -> str:
     return f"{deployment_id}#files"
 
@@ -120,8 +129,8 @@ FILES_SORT_KEY = re.compile(r"\d{10}\.\d{3}#[0-9a-f]{32}")  # "<commit time>#<in
 
 def newest_files(deployment_id: str, limit: int, start: str | None) -> tuple[list[dict], bool]:
     """The deployment's committed groups, newest first, after the sort key `start` (a page)."""
-    return pages.query(aws.table(get_settings().ledger_table), ("deployment_id", files_partition(deployment_id)),
-                       "input_key", limit, start, newest_first=True)
+    return pages.query(aws.table(get_settings().groups_table), ("deployment_id", files_partition(deployment_id)),
+                       GROUP_KEY, limit, start, newest_first=True)
 
 
 class Ledger:
@@ -131,6 +140,7 @@ class Ledger:
         self.deployment_id = deployment_id
         self.model_version = model_version
         self._table = settings.ledger_table
+        self._groups = settings.groups_table
         self._deployments = settings.deployments_table
         self._instances = settings.instances_table
         self._client = aws.client("dynamodb")
@@ -175,9 +185,9 @@ class Ledger:
             raise ValueError("a group names an input twice; each input has one entry (and one record)")
         parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
-        puts = [{"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(input_key)",
+        puts = [{"Put": {"TableName": self._groups, "ConditionExpression": f"attribute_not_exists({GROUP_KEY})",
                          "Item": _item({
-                             "deployment_id": self._intents, "input_key": name, "model_version": self.model_version,
+                             "deployment_id": self._intents, GROUP_KEY: name, "model_version": self.model_version,
                              "model_seconds": _decimal(model_seconds if number == 0 else 0.0),
                              "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key,
                                           "status": e.status, "records": e.records, "error_code": e.error_code,
@@ -237,12 +247,12 @@ class Ledger:
         groups, so it stays small."""
         groups: dict[str, list[dict]] = {}
         for page in self._client.get_paginator("query").paginate(
-                TableName=self._table, KeyConditionExpression="deployment_id = :partition", ConsistentRead=True,
+                TableName=self._groups, KeyConditionExpression="deployment_id = :partition", ConsistentRead=True,
                 ExpressionAttributeValues=_item({":partition": self._intents})):
             for raw in page["Items"]:
                 item = TypeDeserializer().deserialize({"M": raw})
-                groups.setdefault(item["input_key"].rsplit("#", 1)[0], []).append(item)
-        return [Intent([item["input_key"] for item in items],
+                groups.setdefault(item[GROUP_KEY].rsplit("#", 1)[0], []).append(item)
+        return [Intent([item[GROUP_KEY] for item in items],
                        [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]), e["error_code"],
                               e["error"]) for item in items for e in item["entries"]],
                        float(sum(item.get("model_seconds", 0) for item in items)))
@@ -272,8 +282,8 @@ class Ledger:
             "ConditionExpression": "attribute_exists(instance_id)",
             "ExpressionAttributeValues": _item({":records": sum(entry.records for entry in scored),
                                                 ":seconds": _decimal(intent.model_seconds if written else 0.0)})}}
-        deletes = [{"Delete": {"TableName": self._table, "ConditionExpression": "attribute_exists(input_key)",
-                               "Key": _item({"deployment_id": self._intents, "input_key": name})}}
+        deletes = [{"Delete": {"TableName": self._groups, "ConditionExpression": f"attribute_exists({GROUP_KEY})",
+                               "Key": _item({"deployment_id": self._intents, GROUP_KEY: name})}}
                    for name in intent.names]
         self._once([self._deployment_update(fence, scored=len(scored), failed=len(written) - len(scored),
                                             pending=-len(intent.entries)), usage, *deletes,
@@ -290,9 +300,9 @@ class Ledger:
         if not written:
             return []
         failed = [entry for entry in written if entry.status == FAILED]
-        return [{"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(input_key)",
+        return [{"Put": {"TableName": self._groups, "ConditionExpression": f"attribute_not_exists({GROUP_KEY})",
                          "Item": _item({
-                             "deployment_id": self._files, "input_key": f"{float(now):014.3f}#{token}",
+                             "deployment_id": self._files, GROUP_KEY: f"{float(now):014.3f}#{token}",
                              "committed_at": now, "files": sorted({entry.output_key for entry in written}),
                              "scored": len(written) - len(failed), "failed": len(failed),
                              "records": sum(entry.records for entry in written if entry.status == SCORED),
