@@ -295,7 +295,7 @@ class Ledger:
 
     def _written_files(self, token: str, now: Decimal, written: list[Entry]) -> list[dict]:
         """The group's entry in the files partition: its output files, counts and first failures,
-        newest first by the commit's time (`ResultFiles`). It rides in the commit's transaction, so
+        newest first by the commit's time (`newest_files`). It rides in the commit's transaction, so
         it costs no request and exists exactly when the commit landed."""
         if not written:
             return []
