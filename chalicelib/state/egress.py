@@ -147,8 +147,8 @@ class _Handler(socketserver.BaseRequestHandler):
             answer, more = _final_head(upstream, client)
             status = int(answer.split(b" ", 2)[1])
             if 300 <= status < 400 and status != 304:  # 304 Not Modified sends nobody anywhere
-                raise RedirectRefused(f"{parts.hostname} answered with a redirect ({status}), which the service does "
-                              "not follow")
+                raise RedirectRefused(f"{parts.hostname} answered with a redirect ({status}), which the service "
+                                      "does not follow")
             lines = [line for line in answer.split(b"\r\n") if not line.lower().startswith(_DROPPED_HEADERS)]
             client.sendall(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + more)
             _pump(upstream, client)
@@ -163,7 +163,7 @@ def _final_head(upstream: socket.socket, client: socket.socket) -> tuple[bytes, 
     """The answer's final head: interim 1xx heads (100 Continue) are passed on as they come,
     so the check applies to the status that counts."""
     head, more = _read_head(upstream)
-    while head.split(b" ", 2)[1].startswith(b"1") and not head.split(b" ", 2)[1].startswith(b"101"):
+    while (status := head.split(b" ", 2)[1]).startswith(b"1") and status != b"101":
         client.sendall(head + b"\r\n\r\n")
         head, more = _read_head_after(upstream, more)
     return head, more
