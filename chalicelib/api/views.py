@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from chalicelib.core import clock
 from chalicelib.core.errors import BadRequest, field
 from chalicelib.core.settings import get_settings
 from chalicelib.state.deployments import ScoringPath, Status
@@ -193,7 +194,6 @@ def deployment(item: dict, base: str) -> dict:
 def result_group(item: dict) -> dict:
     """One committed group of a batch deployment: the files it wrote in the output location, its
     counts and its first failures (at most 25; the errors file holds them all)."""
-    committed = datetime.fromtimestamp(float(item["committed_at"]), UTC)
-    return {"committed_at": committed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    return {"committed_at": clock.iso(datetime.fromtimestamp(float(item["committed_at"]), UTC)),
             "files": list(item["files"]), "scored": int(item["scored"]), "failed": int(item["failed"]),
             "records": int(item["records"]), "failures": plain(item["failures"])}

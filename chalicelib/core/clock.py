@@ -3,4 +3,9 @@ from datetime import UTC, datetime
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    """A UTC moment in the v3 format."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
