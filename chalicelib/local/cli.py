@@ -42,15 +42,20 @@ def options(version: bool = VERSION) -> None:
     """tfbatch: score the files that land in a bucket with a TensorFlow model."""
 
 
-def _api(run):
-    """Run an API call of the command; a refusal is its message on one line, exit 1."""
-    from chalicelib.local.client import ApiFailure
-
+def _refused_in_one_line(refusal: type[Exception], run):
+    """Run a call of the command; a `refusal` is its message on one line, exit 1."""
     try:
         return run()
-    except ApiFailure as error:
+    except refusal as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
+
+
+def _api(run):
+    """Run an API call; the API's refusal (or an unreachable API) ends the command."""
+    from chalicelib.local.client import ApiFailure
+
+    return _refused_in_one_line(ApiFailure, run)
 
 
 def _client(profile: str):
@@ -377,14 +382,10 @@ def score(
 
 
 def _scored(run):
-    """Run a scoring call; a refusal (e.g. an ambiguous signature) is one clear line, exit 1."""
+    """Run a scoring call; a refusal (e.g. an ambiguous signature) ends the command."""
     from chalicelib.core.errors import ApiError
 
-    try:
-        return run()
-    except ApiError as error:
-        console.print(f"[red]{error.message}[/red]")
-        raise typer.Exit(1) from None
+    return _refused_in_one_line(ApiError, run)  # str(ApiError) is its message
 
 
 @admin.command("create-instance")
