@@ -227,3 +227,39 @@ def test_a_group_never_names_an_input_twice(deployment):
         _ledger().intend(lease.scope, "t-1", [entry, entry], lease.fence())
     assert _counts()["pending"] == 0
     lease.release(unless_rescan=False)
+
+
+def test_a_key_scored_again_counts_once_with_its_latest_outcome(deployment, store):
+    """A file overwritten (a new ETag) is scored again: its commit takes the earlier result's
+    count back (Entry.previous), so the counters equal the ledger's own count with no recount."""
+    lease, ledger, files = _holder(), _ledger(), outputs.ResultFiles(store)
+    entries, documents = _group()
+    exactly_once.finish(ledger, lease, files, entries, documents)
+    again = [Entry("in/a.json", "e-a2", "out/errors-2.json", FAILED, 0, "bad_json", "not JSON", previous=SCORED),
+             Entry("in/c.json", "e-c2", "out/predictions-2.json", SCORED, 1, previous=FAILED),
+             Entry("in/d.json", "e-d", "out/predictions-2.json", SCORED, 1)]
+    documents = {"out/errors-2.json": [{"file": "a.json", "error": "x"}],
+                 "out/predictions-2.json": [{"file": "c.json"}, {"file": "d.json"}]}
+    exactly_once.finish(ledger, lease, files, again, documents)
+    assert _counts() == {"scored": 3, "failed": 1, "pending": 0}  # b, c, d scored; a failed
+    assert _ledger().recount() == {SCORED: 3, FAILED: 1}
+    lease.release(unless_rescan=False)
+
+
+def test_the_largest_group_round_trips_through_its_intent_items(deployment):
+    """1,000 entries with 1 KB names and 1,000-byte messages (the worst case) span several
+    intent items, each under DynamoDB's item limit, and come back exactly as planned."""
+    lease, ledger = _holder(), _ledger()
+    output = "out/" + "o" * 1000
+    group = [Entry(f"in/{number:04d}-" + "k" * 1000, f"e-{number}", output, FAILED, 0, "bad_json",
+                   f"{number}: " + "é" * 600, previous=SCORED if number % 2 else "") for number in range(1000)]
+    intent = ledger.intend(lease.scope, "t-big", group, lease.fence())
+    assert len(intent.names) > 1
+    items = aws.table(get_settings().groups_table).query(
+        KeyConditionExpression="deployment_id = :id", ExpressionAttributeValues={":id": "d-1#intents"},
+        ConsistentRead=True)["Items"]
+    assert all(len(item["entries"].value) < 390_000 for item in items)
+    [recorded] = ledger.intents()
+    clipped = [replace(entry, error=entry.error.encode()[:1000].decode(errors="ignore")) for entry in group]
+    assert (recorded.names, recorded.entries) == (intent.names, clipped)
+    lease.release(unless_rescan=False)

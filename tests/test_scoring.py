@@ -354,7 +354,7 @@ def test_results_are_never_scored_again_however_the_locations_are_written(user, 
 
 def test_a_scorer_that_died_on_the_upload_path_is_mended_by_the_next_poll(user, model_dirs):
     """No later upload, no message back yet: the poller sees the expired lease of a run in
-    progress, queues a run, and that run scores what is left and recounts the deployment."""
+    progress, queues a run, and that run scores what is left and the counters come out exact."""
     import time as clock
     from decimal import Decimal
 

@@ -6,7 +6,7 @@ of `files_per_output` files, so memory stays bounded however many files there ar
 overlapping stages: fetch and parse a group (ahead, in a thread: `_fetch_and_parse`), score it
 in joined model calls (`_score_group`), then write and commit it (behind, in another thread:
 `_write_and_commit`, which follows chalicelib.scoring.exactly_once). A pass over the bucket ends
-with `_succeed_with_recount`; uploads that arrive meanwhile ask for another pass (`_sweep`). A
+with `_succeed`; uploads that arrive meanwhile ask for another pass (`_sweep`). A
 bad file only ever costs itself (an error element); the run ends FAILED (`_mark_failed`) only
 when nothing can be scored: the model does not load, or the input cannot be listed, or the
 output cannot be written.
@@ -51,6 +51,7 @@ class Prepared:
     parsed: pipeline.ParsedGroup
     predictions_key: str
     errors_key: str
+    previous: dict[str, str]  # key -> status of its earlier result, for keys scored before (Entry.previous)
 
 
 class DeploymentRun:
@@ -154,7 +155,7 @@ class DeploymentRun:
             started = time.monotonic()
             deployments.start_pass(self.instance_id, self.deployment_id, self.lease.fence())
             self._pass()
-            if self._succeed_with_recount() and self.lease.release(unless_rescan=True):
+            if self._succeed() and self.lease.release(unless_rescan=True):
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
 
@@ -181,14 +182,12 @@ class DeploymentRun:
             events.publish(events.DEPLOYMENT_DONE, {**self._ids(), "status": deployments.SUCCESS,
                                                     "scored": self.summary.scored, "failed": self.summary.failed})
 
-    def _succeed_with_recount(self) -> bool:
-        """SUCCESS, with counters taken from the ledger (exact even after crashed runs); False
+    def _succeed(self) -> bool:
+        """SUCCESS (the ledger's commits keep the counters exact, crashed runs included); False
         when uploads asked for another pass meanwhile. A pass that ended under the lease leaves
         nothing pending."""
-        counts = self.ledger.recount()
-        exact = {"scored": counts["scored"], "failed": counts["failed"], "pending": 0}
-        if not deployments.succeed(self.instance_id, self.deployment_id, scored=exact["scored"],
-                                   failed=exact["failed"], fence=self.lease.fence()):
+        exact = deployments.succeed(self.instance_id, self.deployment_id, fence=self.lease.fence())
+        if exact is None:
             if not self._exists():
                 raise DeploymentDeleted(self.deployment_id)
             return False
@@ -257,6 +256,7 @@ class DeploymentRun:
                 todo.append(item)
             else:
                 self.done.add((item.key, item.etag))
+        previous = {item.key: known[item.key]["status"] for item in todo if item.key in known}
         if not todo:
             return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -265,7 +265,7 @@ class DeploymentRun:
                                       max_bytes=self.settings.max_input_bytes,
                                       concurrency=self.settings.fetch_concurrency)
         return Prepared(parsed, f"{self.target.prefix}predictions-{batch_id}.json",
-                        f"{self.target.prefix}errors-{batch_id}.json")
+                        f"{self.target.prefix}errors-{batch_id}.json", previous)
 
     def _score_group(self, prepared: Prepared, later) -> None:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
@@ -282,12 +282,13 @@ class DeploymentRun:
         self.lease.beat()
         planned = []
         for item in parsed.inputs:
-            outcome = scored.outcomes[item.key]
+            outcome, previous = scored.outcomes[item.key], prepared.previous.get(item.key, "")
             if outcome.error is None:
-                planned.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, outcome.records))
+                planned.append(Entry(item.key, item.etag, prepared.predictions_key, SCORED, outcome.records,
+                                     previous=previous))
             else:
                 planned.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, outcome.error.code,
-                                     str(outcome.error)))
+                                     str(outcome.error), previous))
         documents = {prepared.predictions_key: scored.predictions, prepared.errors_key: scored.errors}
         later(lambda: self._write_and_commit(planned, documents, scored.model_seconds))
 

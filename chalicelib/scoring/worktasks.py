@@ -134,8 +134,8 @@ def poll_stores() -> int:
     """Queue a backlog run for each deployment whose store cannot notify (new files are found
     by listing; the ledger skips the rest), and for each whose scorer died: a lease that expired
     while a run was in progress, work handed over to a holder that is gone, or a run in progress
-    that nobody holds. The run lists the bucket, scores what has no result and recounts the
-    deployment from the ledger, so a death on the upload path is mended within a lease and a
+    that nobody holds. The run finishes what the dead scorer left (exactly_once.recover),
+    lists the bucket and scores what has no result, so a death on the upload path is mended within a lease and a
     poll, not when its message comes back. Runs still going are left alone."""
     from chalicelib.core.clock import now_iso
 

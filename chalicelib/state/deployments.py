@@ -160,6 +160,14 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
     """Change the status (and set other fields) of a deployment that still exists; False when it
     was deleted, with `unless_rescan` when uploads asked the backlog run for another pass, and
     with a scorer's `fence` (leases.Lease.fence) when that scorer no longer holds its lease."""
+    return _status_change(instance_id, deployment_id, status, failure=failure, fields=fields,
+                          unless_rescan=unless_rescan, fence=fence, waiting=waiting) is not None
+
+
+def _status_change(instance_id: str, deployment_id: str, status: Status, *, failure: str | None = None,
+                   fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None,
+                   waiting: bool = False) -> dict | None:
+    """`_set_status`, answering the item as it is after the change (None where refused)."""
     update = "SET #status = :status, modified_at = :now"
     values: dict = {":status": status, ":now": now_iso()}
     if failure is not None:
@@ -182,9 +190,11 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
         condition += f" AND {fence['ConditionExpression']}"
         names.update(fence["ExpressionAttributeNames"])
         values.update(fence["ExpressionAttributeValues"])
-    return aws.conditionally(_table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
-                             UpdateExpression=update, ConditionExpression=condition,
-                             ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+    response = aws.conditional_response(
+        _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
+        UpdateExpression=update, ConditionExpression=condition, ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+    return None if response is None else response["Attributes"]
 
 
 def finish_online(item: dict, *, signature: dict | None = None, archive_sha256: str = "",
@@ -210,11 +220,16 @@ def start_pass(instance_id: str, deployment_id: str, fence: dict) -> bool:
     return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"rescan": False}, fence=fence)
 
 
-def succeed(instance_id: str, deployment_id: str, *, scored: int, failed: int, fence: dict) -> bool:
-    """SUCCESS with exact counters (recounted from the ledger, nothing pending), unless uploads
-    asked for another pass meanwhile or the lease is gone; later uploads take the upload path."""
-    return _set_status(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence,
-                       fields={"scored": scored, "failed": failed, "pending": 0, "path": UPLOADS})
+def succeed(instance_id: str, deployment_id: str, *, fence: dict) -> dict | None:
+    """SUCCESS with nothing pending, unless uploads asked for another pass meanwhile or the lease
+    is gone (None); later uploads take the upload path. The counters as they are then (the
+    ledger's commits keep them exact). A pass that ended under the lease committed every intent,
+    so `pending` is 0 already; it is set again so that a count gone wrong can never keep the
+    deployment from settling."""
+    item = _status_change(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence,
+                          fields={"pending": 0, "path": UPLOADS})
+    return None if item is None else {"scored": int(item.get("scored", 0)), "failed": int(item.get("failed", 0)),
+                                      "pending": 0}
 
 
 def fail(instance_id: str, deployment_id: str, reason: str, *, fence: dict | None = None) -> bool:

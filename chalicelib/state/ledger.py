@@ -12,12 +12,21 @@ Two tables:
   failures, which the API lists newest first (`newest_files`), so a user sees results and
   failures without the store's keys. The API may only read that table.
 
+An intent's entries are one compressed JSON document (split over items only past 350 KB), not
+a DynamoDB list of maps: a group of 250 files is one small item, which on AWS costs a tenth of
+the write units and on the local stack keeps moto's copy of each transaction's tables cheap.
+
 Each write here is one DynamoDB transaction whose conditions make it count once:
 - `intend` puts a group's intent items, each only if absent, and adds the group's files to the
   deployment's `pending`, on condition that the scorer still holds its lease (the fence);
-- `commit` puts the files' ledger items, then, in one transaction, adds scored/failed and takes
-  the intent's files off `pending` (fenced), adds the records and model seconds to the
-  instance's usage, deletes the intent items, each only if present, and lists the group.
+- `commit` puts the files' ledger items, then, in one transaction, moves scored/failed by what
+  the group changed and takes the intent's files off `pending` (fenced), adds the records and
+  model seconds to the instance's usage, deletes the intent items, each only if present, and
+  lists the group.
+The counters are exact by construction, so no pass reads the ledger back to count: an entry
+carries the status of the key's earlier result (`Entry.previous`, from the lookup that found it
+needing work), and its commit takes that back while it adds the new one, so each key counts once
+with its latest outcome.
 A try retried after its answer was lost (a dropped connection, retried by botocore or by us) is
 refused on an intent item alone, which means it landed: counters are never added twice. A
 refusal on the fence means the lease is gone (LeaseLost) or the deployment is (DeploymentDeleted).
@@ -27,11 +36,13 @@ from __future__ import annotations
 import random
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib.core import aws
@@ -42,17 +53,17 @@ from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
 # Sizes, for the worst entry (about 3.3 KB: a 1 KB key, a 1 KB output name, a 1,000-byte message):
-# 100 entries keep an intent item under DynamoDB's 400 KB, and 10 such items (1,000 files, the
-# most a group holds: settings.MAX_FILES_PER_OUTPUT) keep an intent's transaction under its 4 MB;
+# an intent item holds at most 350 KB of entries before compression (compressed, at most a few
+# bytes more), under DynamoDB's 400 KB, and 1,000 such entries (the most a group holds:
+# settings.MAX_FILES_PER_OUTPUT) make at most 10 items, 3.3 MB, under a transaction's 4 MB;
 # a commit's transaction adds two updates to the intent's deletes, far from 100 items.
-_ENTRIES_PER_INTENT = 100
-_MAX_INTENT_ITEMS = 10
+_INTENT_ITEM_BYTES = 350_000
 _MESSAGE_BYTES = 1000
 # A group's entry in the files partition shows its first failures, clipped: 25 of 1,000 bytes
 # each keep the entry near 30 KB and the commit's transaction far from its 4 MB.
 _FAILURES_SHOWN = 25
 _SHOWN_MESSAGE_BYTES = 500
-assert MAX_FILES_PER_OUTPUT <= _MAX_INTENT_ITEMS * _ENTRIES_PER_INTENT
+assert MAX_FILES_PER_OUTPUT * 3_300 <= 10 * _INTENT_ITEM_BYTES
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
 _serialize = TypeSerializer().serialize
@@ -71,6 +82,34 @@ class Entry:
     records: int = 0
     error_code: str = ""
     error: str = ""
+    previous: str = ""  # the status of the key's earlier result (another ETag or model version), if any
+
+    def row(self) -> bytes:
+        """The entry as it is kept in an intent (a JSON array; `entries` reads it back)."""
+        return orjson.dumps([self.key, self.etag, self.output_key, self.status, self.records, self.error_code,
+                             _clip(self.error), self.previous])
+
+
+def _packed(rows: list[bytes]) -> bytes:
+    return zlib.compress(b"[" + b",".join(rows) + b"]", 1)
+
+
+def entries(packed: bytes) -> list[Entry]:
+    """An intent item's entries, from what `Entry.row` and `_packed` kept."""
+    return [Entry(*row) for row in orjson.loads(zlib.decompress(packed))]
+
+
+def _packed_parts(group: list[Entry]) -> list[bytes]:
+    """The group's entries in as few intent items as their size allows (one, but for long names)."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for row in map(Entry.row, group):
+        if parts[-1] and size + len(row) > _INTENT_ITEM_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += len(row) + 1
+    return [_packed(rows) for rows in parts]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -173,28 +212,25 @@ class Ledger:
     def _intents(self) -> str:
         return f"{self.deployment_id}#intents"
 
-    def intend(self, scope: str, token: str, entries: list[Entry], fence: dict, *,
+    def intend(self, scope: str, token: str, group: list[Entry], fence: dict, *,
                model_seconds: float = 0.0) -> Intent:
         """Record what a group will write before writing it, and count its files as pending,
         in one transaction that checks the lease (`fence`): an intent exists only if it was
         written while its scorer held the lease, so the next holder's recovery sees every intent
         whose files may still be written, and `pending` moves with the intents exactly."""
-        if len(entries) > MAX_FILES_PER_OUTPUT:
-            raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(entries)}")
-        if len({entry.key for entry in entries}) != len(entries):
+        if len(group) > MAX_FILES_PER_OUTPUT:
+            raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(group)}")
+        if len({entry.key for entry in group}) != len(group):
             raise ValueError("a group names an input twice; each input has one entry (and one record)")
-        parts = list(_chunks(entries, _ENTRIES_PER_INTENT))
+        parts = _packed_parts(group)
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
         puts = [{"Put": {"TableName": self._groups, "ConditionExpression": f"attribute_not_exists({GROUP_KEY})",
                          "Item": _item({
                              "deployment_id": self._intents, GROUP_KEY: name, "model_version": self.model_version,
-                             "model_seconds": _decimal(model_seconds if number == 0 else 0.0),
-                             "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key,
-                                          "status": e.status, "records": e.records, "error_code": e.error_code,
-                                          "error": _clip(e.error)} for e in part]})}}
+                             "model_seconds": _decimal(model_seconds if number == 0 else 0.0), "entries": part})}}
                 for number, (name, part) in enumerate(zip(names, parts, strict=True))]
-        self._once([self._deployment_update(fence, pending=len(entries)), *puts], "an intent")
-        return Intent(names, entries, model_seconds)
+        self._once([self._deployment_update(fence, pending=len(group)), *puts], "an intent")
+        return Intent(names, group, model_seconds)
 
     def _deployment_update(self, fence: dict, **counts: int) -> dict:
         """ADD the counts to the deployment, while its scorer holds the lease (`fence`)."""
@@ -253,15 +289,15 @@ class Ledger:
                 item = TypeDeserializer().deserialize({"M": raw})
                 groups.setdefault(item[GROUP_KEY].rsplit("#", 1)[0], []).append(item)
         return [Intent([item[GROUP_KEY] for item in items],
-                       [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]), e["error_code"],
-                              e["error"]) for item in items for e in item["entries"]],
+                       [entry for item in items for entry in entries(item["entries"].value)],
                        float(sum(item.get("model_seconds", 0) for item in items)))
                 for items in groups.values()]
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, intent: Intent, fence: dict, *, written: list[Entry] | None = None) -> None:
         """Settle an intent: record the outcome of its entries (`written`: those whose output file
-        is there, all of them unless told), then count them, take all its files off `pending`,
+        is there, all of them unless told), then count them (less their keys' earlier results),
+        take all its files off `pending`,
         add their records and model seconds to the instance's usage and delete its items, in
         one transaction, while the lease is held (`fence`). The ledger items themselves need no
         fence: a scorer reaches its commit only after its files were written, and then the next
@@ -276,6 +312,8 @@ class Ledger:
             **({"error_code": entry.error_code, "error_message": _clip(entry.error)} if entry.status == FAILED else {}),
         }) for entry in written])
         scored = [entry for entry in written if entry.status == SCORED]
+        moved = Counter(entry.status for entry in written)
+        moved.subtract(entry.previous for entry in written if entry.previous)
         usage = {"Update": {
             "TableName": self._instances, "Key": _item({"instance_id": self.instance_id}),
             "UpdateExpression": "ADD prediction_count :records, computation_time :seconds",
@@ -285,7 +323,7 @@ class Ledger:
         deletes = [{"Delete": {"TableName": self._groups, "ConditionExpression": f"attribute_exists({GROUP_KEY})",
                                "Key": _item({"deployment_id": self._intents, GROUP_KEY: name})}}
                    for name in intent.names]
-        self._once([self._deployment_update(fence, scored=len(scored), failed=len(written) - len(scored),
+        self._once([self._deployment_update(fence, scored=moved[SCORED], failed=moved[FAILED],
                                             pending=-len(intent.entries)), usage, *deletes,
                     *self._written_files(intent.token, now, written)], "a commit", guards=2)
 
@@ -331,7 +369,9 @@ class Ledger:
         return not response["Items"]
 
     def recount(self) -> Counter:
-        """How many inputs are scored and failed, from the ledger itself."""
+        """How many inputs are scored and failed, from the ledger itself: what the deployment's
+        counters must equal (an audit for tests and operators; no pass calls it, since it reads
+        every item the deployment has)."""
         counts: Counter = Counter()
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
