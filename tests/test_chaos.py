@@ -49,6 +49,7 @@ from chalicelib.core import aws
 from chalicelib.core.settings import get_settings
 from chalicelib.scoring import worktasks
 from chalicelib.state import deployments, leases
+from chalicelib.state.ledger import Ledger
 from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CHAOS_FILES", 1000))
@@ -164,10 +165,8 @@ def _intents(deployment_id: str) -> int:
 
 
 def _ledger(deployment_id: str) -> Counter:
-    pages = aws.client("dynamodb").get_paginator("query").paginate(
-        TableName=get_settings().ledger_table, KeyConditionExpression="deployment_id = :id",
-        ExpressionAttributeValues={":id": {"S": deployment_id}}, ConsistentRead=True)
-    return Counter(item["status"]["S"] for page in pages for item in page["Items"])
+    """Each key's latest status, from key items and range records (ledger.Ledger.recount)."""
+    return Ledger("", deployment_id, "").recount()
 
 
 def _settled(instance_id: str, deployment_id: str) -> bool:

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apiclient import body
 from chalicelib.core import aws
 from chalicelib.core.settings import get_settings
+from chalicelib.state.ledger import Ledger
 from flows import records_by_file, tenant
 
 FILES = int(os.environ.get("TFBATCH_CRASH_FILES", 2500))
@@ -94,9 +94,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(server_aw
     bad_count = sum(inputs.values())
     assert details | {"progress": 1.0} == {"status": "SUCCESS", "total": FILES, "scored": FILES - bad_count,
                                            "failed": bad_count, "pending": 0, "progress": 1.0}
-    items = [item for page in aws.client("dynamodb").get_paginator("scan").paginate(
-        TableName=get_settings().ledger_table) for item in page["Items"]]
-    statuses = Counter(item["status"]["S"] for item in items if item["deployment_id"]["S"] == deployment_id)
+    statuses = Ledger(user.instance_id, deployment_id, "").recount()  # key items and range records
     assert statuses == {"scored": FILES - bad_count, "failed": bad_count}, f"seed {seed}: {statuses}"
     listed = [item for page in aws.client("dynamodb").get_paginator("query").paginate(
         TableName=get_settings().groups_table, KeyConditionExpression="deployment_id = :id",

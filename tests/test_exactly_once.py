@@ -263,3 +263,61 @@ def test_the_largest_group_round_trips_through_its_intent_items(deployment):
     clipped = [replace(entry, error=entry.error.encode()[:1000].decode(errors="ignore")) for entry in group]
     assert (recorded.names, recorded.entries) == (intent.names, clipped)
     lease.release(unless_rescan=False)
+
+
+def _finished(ledger: Ledger, lease: leases.Lease, files, keys: list[str], *, as_range: bool, etag: str = "e",
+              previous: dict | None = None) -> None:
+    output = f"out/predictions-{keys[0][:8].replace('/', '-')}-{etag}.json"
+    group = [Entry(key, etag, output, SCORED, 1, previous=(previous or {}).get(key, "")) for key in keys]
+    exactly_once.finish(ledger, lease, files, group, {output: [{"file": key} for key in keys]}, as_range=as_range)
+
+
+def test_range_records_answer_for_their_keys_and_key_items_come_first(deployment, store):
+    """A fresh pass's groups go in range records (Ledger.commit): a lookup finds each key in the
+    range that ends at or after it, no key between or past the ranges, and a key scored again
+    later (a key item) over its range's entry."""
+    lease, ledger, files = _holder(), _ledger(), outputs.ResultFiles(store)
+    assert ledger.empty()
+    _finished(ledger, lease, files, ["b/1", "b/3", "b/5"], as_range=True)
+    assert not _ledger().empty()  # ranges alone make the ledger not empty
+    _finished(ledger, lease, files, ["d/1", "d/2"], as_range=True)
+    found = _ledger().lookup(["a", "b/1", "b/2", "b/5", "c", "d/1", "d/2", "d/3", "e"])
+    assert sorted(found) == ["b/1", "b/5", "d/1", "d/2"]
+    assert found["b/5"] == {"etag": "e", "model_version": "v-1", "status": SCORED,
+                            "output_key": "out/predictions-b-1-e.json"}
+    _finished(ledger, lease, files, ["b/3", "c"], as_range=False, etag="e2", previous={"b/3": SCORED})
+    found = _ledger().lookup(["b/1", "b/3", "c"])
+    assert (found["b/1"]["etag"], found["b/3"]["etag"], found["c"]["etag"]) == ("e", "e2", "e2")
+    assert _counts() == {"scored": 6, "failed": 0, "pending": 0}
+    assert _ledger().recount() == {SCORED: 6}
+    items = aws.table(get_settings().ledger_table).scan()["Items"]
+    assert sorted(item["input_key"] for item in items) == ["b/3", "b/5", "c", "d/2"]  # two ranges, two key items
+    lease.release(unless_rescan=False)
+
+
+def test_a_large_group_spans_range_records_that_each_answer(deployment, store):
+    lease, ledger, files = _holder(), _ledger(), outputs.ResultFiles(store)
+    keys = [f"k/{number:04d}-" + "x" * 1000 for number in range(1000)]
+    _finished(ledger, lease, files, keys, as_range=True)
+    records = aws.table(get_settings().ledger_table).query(
+        KeyConditionExpression="deployment_id = :id", ExpressionAttributeValues={":id": "d-1#ranges"})["Items"]
+    assert len(records) > 1 and all(len(record["entries"].value) < 390_000 for record in records)
+    assert set(_ledger().lookup(keys + ["k/0500", "z"])) == set(keys)
+    lease.release(unless_rescan=False)
+
+
+def test_a_recovered_intent_is_committed_as_key_items(deployment, store):
+    """Whatever its scorer meant, the next holder commits a stopped scorer's group as key items."""
+    first = _holder()
+    ledger, entries, documents = _ledger(), *_group()
+    intent = ledger.intend(first.scope, "t-1", entries, first.fence())
+    for key, elements in documents.items():
+        outputs.ResultFiles(store).write(key, elements)
+    first._stop_renewing()
+    _expire("lease_all")
+    second = _holder()
+    assert [found.token for found in exactly_once.recover(_ledger(), second, outputs.ResultFiles(store))] == [
+        intent.token]
+    keys = {item["input_key"] for item in aws.table(get_settings().ledger_table).scan()["Items"]}
+    assert keys == {entry.key for entry in entries}
+    second.release(unless_rescan=False)

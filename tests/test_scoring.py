@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boto3.dynamodb.conditions import Key
 
 from apiclient import body, error_of
 from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
 from chalicelib.scoring import runner
+from chalicelib.scoring.pipeline import Input
 from chalicelib.state import connections, instances
 from flows import tenant
 
@@ -140,6 +143,28 @@ def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model
     new = {key: items for key, items in user.outputs("dst").items() if key not in first}
     (items,) = new.values()
     assert items == [{"filename": "t0.json", "length": 7, "upper": "CHANGED"}]
+    # The first run kept its results in one range record, the file scored again a key item that
+    # answers before it; each file counts once with its latest result.
+    ledger = aws.table(get_settings().ledger_table)
+    ranges = ledger.query(KeyConditionExpression=Key("deployment_id").eq(f"{deployment_id}#ranges"))["Items"]
+    keys = ledger.query(KeyConditionExpression=Key("deployment_id").eq(deployment_id))["Items"]
+    assert ([(item["first_key"], item["input_key"]) for item in ranges], [item["input_key"] for item in keys]) == (
+        [("t0.json", "t4.json")], ["t0.json"])
+    details = user.deployment(model_id, deployment_id)["entity"]["status_details"]
+    assert (details["scored"], details["failed"], details["pending"]) == (5, 0, 0)
+
+
+def test_a_listing_out_of_order_ends_range_records_for_the_run():
+    """Range records must never overlap: the first key listed out of order makes this and every
+    later group of the run key items."""
+    run = object.__new__(runner.DeploymentRun)
+    run.ranges_after = ""
+    assert run._in_order([Input("a", "", 1, "a"), Input("c", "", 1, "c")])
+    assert run._in_order([Input("d", "", 1, "d")])
+    assert not run._in_order([Input("e", "", 1, "e"), Input("b", "", 1, "b")])
+    assert not run._in_order([Input("f", "", 1, "f")])  # nor any group after it
+    run.ranges_after = ""
+    assert not run._in_order([Input("x", "", 1, "x"), Input("x", "", 1, "x")])  # a key twice is out of order too
 
 
 def test_unreachable_input_bucket_fails_with_the_reason(user, model_dirs):

@@ -50,10 +50,12 @@ def _untimed(stage: str) -> AbstractContextManager:
 
 
 def finish(ledger: Ledger, lease: Lease, files: ResultFiles, entries: list[Entry],
-           documents: dict[str, list[dict]], *, model_seconds: float = 0.0,
+           documents: dict[str, list[dict]], *, model_seconds: float = 0.0, as_range: bool = False,
            timed: Callable[[str], AbstractContextManager] = _untimed) -> Intent:
     """Record the intent, write the group's files (`documents`: output key -> elements; empty
-    ones are not written), and commit the entries. `timed(stage)` measures each step."""
+    ones are not written), and commit the entries (in a range record with `as_range`: see
+    Ledger.commit). `timed(stage)` measures each step. A recovered intent is committed as key
+    items, whatever its scorer meant: they are right for any group."""
     with timed("intent"):
         intent = ledger.intend(lease.scope, uuid.uuid4().hex, entries, lease.fence(), model_seconds=model_seconds)
     for key, elements in documents.items():
@@ -62,7 +64,7 @@ def finish(ledger: Ledger, lease: Lease, files: ResultFiles, entries: list[Entry
             with timed("write"):
                 files.write(key, elements)
     with timed("commit"):
-        ledger.commit(intent, lease.fence())
+        ledger.commit(intent, lease.fence(), as_range=as_range)
     return intent
 
 

@@ -52,6 +52,7 @@ class Prepared:
     predictions_key: str
     errors_key: str
     previous: dict[str, str]  # key -> status of its earlier result, for keys scored before (Entry.previous)
+    as_range: bool  # its results go in range records (Ledger.commit)
 
 
 class DeploymentRun:
@@ -78,6 +79,9 @@ class DeploymentRun:
         self.done: set[tuple[str, str]] = set()
         self.wait_seconds = 0.0  # how long to wait out another scorer's lease before handing over
         self.fresh = False  # the ledger had no result when the lease was taken (a first run)
+        # Groups of a fresh, unsharded run's first pass are committed as range records while the
+        # listing comes in order (Ledger.commit): the last key listed so far, or None when not.
+        self.ranges_after: str | None = None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, wait: bool = False) -> Summary:
@@ -144,6 +148,8 @@ class DeploymentRun:
             self.shard, self.fresh = None, False  # the other shards' results are in the ledger now
             if not self._take_lease(leases.ALL):
                 return
+        elif self.fresh:
+            self.ranges_after = ""  # every key sorts after it
         self._sweep()
 
     def _sweep(self) -> None:
@@ -155,6 +161,7 @@ class DeploymentRun:
             started = time.monotonic()
             deployments.start_pass(self.instance_id, self.deployment_id, self.lease.fence())
             self._pass()
+            self.ranges_after = None  # a later pass finds keys between those of earlier ranges
             if self._succeed() and self.lease.release(unless_rescan=True):
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))
@@ -248,6 +255,7 @@ class DeploymentRun:
         """What needs work in a group, fetched and parsed; None when nothing does. Only reads, so
         it runs ahead of the model in its own thread."""
         self.lease.beat()  # listing and skipping what is done is progress too
+        as_range = self._in_order(group)
         group = [item for item in group if (item.key, item.etag) not in self.done]
         known = {} if self.fresh else self.ledger.lookup(item.key for item in group)
         todo = []
@@ -265,7 +273,20 @@ class DeploymentRun:
                                       max_bytes=self.settings.max_input_bytes,
                                       concurrency=self.settings.fetch_concurrency)
         return Prepared(parsed, f"{self.target.prefix}predictions-{batch_id}.json",
-                        f"{self.target.prefix}errors-{batch_id}.json", previous)
+                        f"{self.target.prefix}errors-{batch_id}.json", previous, as_range)
+
+    def _in_order(self, group: list[Input]) -> bool:
+        """Whether this group may be a range record: a fresh run's first pass, with every key of
+        the listing so far in ascending order (S3 lists in UTF-8 order, which is str order). The
+        first key out of order ends ranges for the run, so ranges never overlap."""
+        if self.ranges_after is None:
+            return False
+        keys = [self.ranges_after, *(item.key for item in group)]
+        if any(earlier >= later for earlier, later in itertools.pairwise(keys)):
+            self.ranges_after = None
+            return False
+        self.ranges_after = keys[-1]
+        return True
 
     def _score_group(self, prepared: Prepared, later) -> None:
         """Score the group; its intent, files, commit and counts are handed to `later` (the
@@ -290,13 +311,14 @@ class DeploymentRun:
                 planned.append(Entry(item.key, item.etag, prepared.errors_key, FAILED, 0, outcome.error.code,
                                      str(outcome.error), previous))
         documents = {prepared.predictions_key: scored.predictions, prepared.errors_key: scored.errors}
-        later(lambda: self._write_and_commit(planned, documents, scored.model_seconds))
+        later(lambda: self._write_and_commit(planned, documents, scored.model_seconds, prepared.as_range))
 
-    def _write_and_commit(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float) -> None:
+    def _write_and_commit(self, held: list[Entry], documents: dict[str, list[dict]], model_seconds: float,
+                          as_range: bool) -> None:
         """Intent, files, commit (exactly_once.finish); then this run's tally and the event."""
         with self._store_errors():
             exactly_once.finish(self.ledger, self.lease, self.files, held, documents, model_seconds=model_seconds,
-                                timed=self.summary.timed)
+                                as_range=as_range, timed=self.summary.timed)
         self.done.update((entry.key, entry.etag) for entry in held)
         self.lease.beat()
         scored = sum(1 for entry in held if entry.status == SCORED)

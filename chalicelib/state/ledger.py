@@ -1,11 +1,23 @@
 """The exactly-once ledger: the store behind chalicelib.scoring.exactly_once.
 
 Two tables:
-- the ledger table: one item per (deployment, input key), with the ETag and model version it
-  was scored at and the output file holding its one result record. It only grows, and no
-  transaction ever touches it (BatchGetItem, BatchWriteItem and Query), so a transaction's cost
-  never depends on how many files were scored (the local stack's moto copies every table a
-  transaction touches);
+- the ledger table: each input's result, with the ETag and model version it was scored at, its
+  status and the output file holding its one result record (a failure's code and message too).
+  A key's result is kept in one of two ways:
+  * a range record (`<deployment>#ranges` partition, sorted by the last key it holds): up to
+    350 KB of a group's results, compressed, for a run's first pass over a bucket whose ledger
+    was empty. That pass lists keys in order and nobody else scores meanwhile, so its groups
+    cover disjoint key ranges, and one range record replaces a few hundred items: a group of
+    250 files costs one write instead of ten batches of 25, which is most of the bookkeeping a
+    backlog makes (and, on the local stack, moto's time that the GETs were waiting for);
+  * a key item (the deployment's partition, one per input key) everywhere else: later passes,
+    uploads, shards, recovery, any listing out of order. A key item is always newer than a
+    range holding the same key, so a lookup reads key items first, then the ranges the
+    keys still unknown fall in (`lookup`: one query per range, so a pass in listing order reads
+    a range or two per group).
+  It only grows, and no transaction ever touches it (BatchGetItem, BatchWriteItem and Query), so
+  a transaction's cost never depends on how many files were scored (the local stack's moto
+  copies every table a transaction touches);
 - the groups table (`group_key` within a partition): the intents of groups being written, in
   the deployment's intents partition (`<deployment>#intents`), and one entry per committed group
   in its files partition (`<deployment>#files`): the output files it wrote, its counts and first
@@ -53,17 +65,17 @@ from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
 # Sizes, for the worst entry (about 3.3 KB: a 1 KB key, a 1 KB output name, a 1,000-byte message):
-# an intent item holds at most 350 KB of entries before compression (compressed, at most a few
+# an intent item (or a range record) holds at most 350 KB of entries before compression (compressed, at most a few
 # bytes more), under DynamoDB's 400 KB, and 1,000 such entries (the most a group holds:
 # settings.MAX_FILES_PER_OUTPUT) make at most 10 items, 3.3 MB, under a transaction's 4 MB;
 # a commit's transaction adds two updates to the intent's deletes, far from 100 items.
-_INTENT_ITEM_BYTES = 350_000
+_ITEM_BYTES = 350_000
 _MESSAGE_BYTES = 1000
 # A group's entry in the files partition shows its first failures, clipped: 25 of 1,000 bytes
 # each keep the entry near 30 KB and the commit's transaction far from its 4 MB.
 _FAILURES_SHOWN = 25
 _SHOWN_MESSAGE_BYTES = 500
-assert MAX_FILES_PER_OUTPUT * 3_300 <= 10 * _INTENT_ITEM_BYTES
+assert MAX_FILES_PER_OUTPUT * 3_300 <= 10 * _ITEM_BYTES
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
 _serialize = TypeSerializer().serialize
@@ -99,17 +111,23 @@ def entries(packed: bytes) -> list[Entry]:
     return [Entry(*row) for row in orjson.loads(zlib.decompress(packed))]
 
 
-def _packed_parts(group: list[Entry]) -> list[bytes]:
-    """The group's entries in as few intent items as their size allows (one, but for long names)."""
-    parts: list[list[bytes]] = [[]]
+def _split(group: list[Entry]) -> list[list[Entry]]:
+    """The group's entries in as few items as their size allows (one, but for long names)."""
+    parts: list[list[Entry]] = [[]]
     size = 0
-    for row in map(Entry.row, group):
-        if parts[-1] and size + len(row) > _INTENT_ITEM_BYTES:
+    for entry in group:
+        row = len(entry.key.encode()) + len(entry.etag) + len(entry.output_key.encode()) + len(entry.error_code)
+        row += min(len(entry.error.encode()), _MESSAGE_BYTES) + 64  # its quotes, commas, numbers and statuses
+        if parts[-1] and size + row > _ITEM_BYTES:
             parts.append([])
             size = 0
-        parts[-1].append(row)
-        size += len(row) + 1
-    return [_packed(rows) for rows in parts]
+        parts[-1].append(entry)
+        size += row
+    return parts
+
+
+def _pack(part: list[Entry]) -> bytes:
+    return _packed([entry.row() for entry in part])
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -183,14 +201,24 @@ class Ledger:
         self._deployments = settings.deployments_table
         self._instances = settings.instances_table
         self._client = aws.client("dynamodb")
+        self._has_ranges = False
 
     def _key(self, input_key: str) -> dict:
         return _item({"deployment_id": self.deployment_id, "input_key": input_key})
 
     def lookup(self, keys: Iterable[str]) -> dict[str, dict]:
-        """The ledger items of these keys (absent keys are missing from the result)."""
+        """The results of these keys, each as {"etag", "model_version", "status", ...} (keys
+        without one are missing): key items first, then the range records of the others."""
+        wanted = sorted(set(keys))
+        found = self._key_items(wanted)
+        unknown = [key for key in wanted if key not in found]
+        if unknown and self._ranges_exist():
+            found.update(self._in_ranges(unknown))
+        return found
+
+    def _key_items(self, keys: list[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
-        for chunk in _chunks(sorted(set(keys)), 100):
+        for chunk in _chunks(keys, 100):
             request = {self._table: {"Keys": [self._key(key) for key in chunk], "ConsistentRead": True}}
             while request:
                 response = self._client.batch_get_item(RequestItems=request)
@@ -199,6 +227,45 @@ class Ledger:
                 request = response.get("UnprocessedKeys") or None
                 if request:
                     time.sleep(0.05)
+        return found
+
+    @property
+    def _ranges(self) -> str:
+        return f"{self.deployment_id}#ranges"
+
+    def _ranges_exist(self) -> bool:
+        """Whether the deployment has range records (asked once; a run that writes one knows)."""
+        if not self._has_ranges:
+            self._has_ranges = bool(self._first(self._ranges))
+        return self._has_ranges
+
+    def _first(self, partition: str) -> list[dict]:
+        return self._client.query(TableName=self._table, KeyConditionExpression="deployment_id = :id",
+                                  ExpressionAttributeValues=_item({":id": partition}), Limit=1,
+                                  ConsistentRead=True, ProjectionExpression="input_key")["Items"]
+
+    def _in_ranges(self, keys: list[str]) -> dict[str, dict]:
+        """The results of these keys (sorted) held in range records. The range that ends at or
+        after a key is the only one that may hold it (ranges are disjoint), and it answers for
+        every later key up to its end too."""
+        found: dict[str, dict] = {}
+        held: dict[str, dict] = {}
+        end: str | None = None
+        for key in keys:
+            if end is None or key > end:
+                response = self._client.query(
+                    TableName=self._table, KeyConditionExpression="deployment_id = :id AND input_key >= :key",
+                    ExpressionAttributeValues=_item({":id": self._ranges, ":key": key}), Limit=1,
+                    ConsistentRead=True)
+                if not response["Items"]:
+                    break  # no range ends at or after this key: none holds it or any key after it
+                record = TypeDeserializer().deserialize({"M": response["Items"][0]})
+                end = record["input_key"]
+                held = {entry.key: {"etag": entry.etag, "model_version": record["model_version"],
+                                    "status": entry.status, "output_key": entry.output_key}
+                        for entry in entries(record["entries"].value)}
+            if key in held:
+                found[key] = held[key]
         return found
 
     def needs_work(self, item: dict | None, etag: str) -> bool:
@@ -222,7 +289,7 @@ class Ledger:
             raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(group)}")
         if len({entry.key for entry in group}) != len(group):
             raise ValueError("a group names an input twice; each input has one entry (and one record)")
-        parts = _packed_parts(group)
+        parts = [_pack(part) for part in _split(group)]
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
         puts = [{"Put": {"TableName": self._groups, "ConditionExpression": f"attribute_not_exists({GROUP_KEY})",
                          "Item": _item({
@@ -294,7 +361,8 @@ class Ledger:
                 for items in groups.values()]
 
     # -- commit ----------------------------------------------------------------------------
-    def commit(self, intent: Intent, fence: dict, *, written: list[Entry] | None = None) -> None:
+    def commit(self, intent: Intent, fence: dict, *, written: list[Entry] | None = None,
+               as_range: bool = False) -> None:
         """Settle an intent: record the outcome of its entries (`written`: those whose output file
         is there, all of them unless told), then count them (less their keys' earlier results),
         take all its files off `pending`,
@@ -302,15 +370,17 @@ class Ledger:
         one transaction, while the lease is held (`fence`). The ledger items themselves need no
         fence: a scorer reaches its commit only after its files were written, and then the next
         holder commits the very same items (it adopts files it finds); only counts could double.
-        Entries not written are left without a result, to be scored again."""
+        Entries not written are left without a result, to be scored again. `as_range`: the
+        results go in range records (see the module's docstring: only for a group of the first
+        pass of a run that found the ledger empty, with its keys in order after every earlier
+        group's); else one key item each."""
         written = intent.entries if written is None else written
         now = _now()
-        self._batch_put([_item({
-            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
-            "model_version": self.model_version, "status": entry.status, "claim_token": intent.token,
-            "committed_at": now, "output_key": entry.output_key, "records": entry.records,
-            **({"error_code": entry.error_code, "error_message": _clip(entry.error)} if entry.status == FAILED else {}),
-        }) for entry in written])
+        if as_range:
+            self._batch_put(self._range_records(written))
+            self._has_ranges = True
+        else:
+            self._batch_put(self._key_records(written))
         scored = [entry for entry in written if entry.status == SCORED]
         moved = Counter(entry.status for entry in written)
         moved.subtract(entry.previous for entry in written if entry.previous)
@@ -326,6 +396,20 @@ class Ledger:
         self._once([self._deployment_update(fence, scored=moved[SCORED], failed=moved[FAILED],
                                             pending=-len(intent.entries)), usage, *deletes,
                     *self._written_files(intent.token, now, written)], "a commit", guards=2)
+
+    def _key_records(self, written: list[Entry]) -> list[dict]:
+        return [_item({
+            "deployment_id": self.deployment_id, "input_key": entry.key, "etag": entry.etag,
+            "model_version": self.model_version, "status": entry.status, "output_key": entry.output_key,
+            **({"error_code": entry.error_code, "error_message": _clip(entry.error)} if entry.status == FAILED else {}),
+        }) for entry in written]
+
+    def _range_records(self, written: list[Entry]) -> list[dict]:
+        """The results in key order, one record per 350 KB, each under the last key it holds (a
+        retried or late write of the same group puts the same records again)."""
+        return [_item({"deployment_id": self._ranges, "input_key": part[-1].key, "first_key": part[0].key,
+                       "model_version": self.model_version, "entries": _pack(part)})
+                for part in _split(sorted(written, key=lambda entry: entry.key)) if part]
 
     @property
     def _files(self) -> str:
@@ -362,22 +446,21 @@ class Ledger:
 
     # -- reading the whole partition -------------------------------------------------------
     def empty(self) -> bool:
-        """Whether no input of the deployment has a result yet (one read of one item)."""
-        response = self._client.query(TableName=self._table, KeyConditionExpression="deployment_id = :id",
-                                      ExpressionAttributeValues=_item({":id": self.deployment_id}),
-                                      Limit=1, ConsistentRead=True, ProjectionExpression="input_key")
-        return not response["Items"]
+        """Whether no input of the deployment has a result yet (a key item or a range record)."""
+        return not self._first(self.deployment_id) and not self._ranges_exist()
 
     def recount(self) -> Counter:
         """How many inputs are scored and failed, from the ledger itself: what the deployment's
-        counters must equal (an audit for tests and operators; no pass calls it, since it reads
-        every item the deployment has)."""
-        counts: Counter = Counter()
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table, KeyConditionExpression="deployment_id = :id",
-            ProjectionExpression="#status", ExpressionAttributeNames={"#status": "status"}, ConsistentRead=True,
-            ExpressionAttributeValues=_item({":id": self.deployment_id}),
-        ):
-            counts.update(raw["status"]["S"] for raw in page["Items"])
-        return counts
+        counters must equal. An audit for tests and operators, which no pass calls: it reads
+        every result the deployment has, and holds one status per key."""
+        latest: dict[str, str] = {}
+        for record in self._partition(self._ranges):
+            latest.update((entry.key, entry.status) for entry in entries(record["entries"].value))
+        latest.update((item["input_key"], item["status"]) for item in self._partition(self.deployment_id))
+        return Counter(latest.values())
+
+    def _partition(self, partition: str) -> Iterator[dict]:
+        for page in self._client.get_paginator("query").paginate(
+                TableName=self._table, KeyConditionExpression="deployment_id = :id", ConsistentRead=True,
+                ExpressionAttributeValues=_item({":id": partition})):
+            yield from (TypeDeserializer().deserialize({"M": raw}) for raw in page["Items"])
