@@ -45,6 +45,25 @@ def test_scores_a_folder_into_grouped_outputs(tmp_path, model_dirs, settings_env
     assert [r["index"] for r in records["nested/rows.jsonl"]] == [0, 1]
     assert records["bad.json"][0]["error"]["code"] == "wrong_shape"
     assert len(list(output.glob("predictions-*.json"))) == 3 and len(seen) == 3
+    again = localscore.score(str(model_dirs["multi_io"]), str(inputs), str(output))  # within the same second
+    assert again.files == 14 and len(list(output.glob("predictions-*.json"))) == 6
+
+
+def test_a_folder_file_is_read_whole_and_refused_past_the_input_limit(tmp_path, model_dirs, settings_env):
+    """A folder's files are not stat'ed: a file past the first 64 KiB read is read on to its end,
+    and one past TFBATCH_MAX_INPUT_BYTES fails by itself, with the limit named."""
+    settings_env(TFBATCH_MAX_INPUT_BYTES=200_000, TFBATCH_STAGE="test", TFBATCH_AWS_ENDPOINT="")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "long.json").write_text(json.dumps({"a": [[1, 2, 3]], "b": [4]}) + " " * 150_000)
+    (inputs / "huge.json").write_text(json.dumps({"a": [[1, 2, 3]], "b": [4]}) + " " * 250_000)
+    result = localscore.score(str(model_dirs["multi_io"]), str(inputs), str(tmp_path / "out"))
+    assert (result.files, result.failed) == (2, 1)
+    records = _records(tmp_path / "out")
+    assert records["long.json"] == [{"filename": "long.json", "shifted": 5, "sum": 6.0}]
+    assert records["huge.json"][0]["error"] == {
+        "code": "file_too_large", "message": "the file is more than 200000 bytes; the limit is 200000 "
+                                             "(TFBATCH_MAX_INPUT_BYTES). Split it, e.g. into .jsonl parts."}
 
 
 def test_cli_prints_plain_progress_off_a_terminal(tmp_path, model_dirs):
