@@ -4,6 +4,7 @@ scorer resuming late. The ledger and leases run on moto in-process; result files
 obstore LocalStore, wrapped so that it fails at a chosen write."""
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -246,6 +247,22 @@ def test_a_key_scored_again_counts_once_with_its_latest_outcome(deployment, stor
     lease.release(unless_rescan=False)
 
 
+def test_the_worst_group_packs_under_dynamodbs_item_and_transaction_limits():
+    """Control characters in keys and messages: six bytes each as JSON, counted as such."""
+    rng = random.Random(1)
+    escaped = [chr(code) for code in range(0x20) if chr(code) not in "\b\f\n\r\t"]
+
+    def text(length: int) -> str:
+        return "".join(rng.choice(escaped) for _ in range(length))
+
+    group = [Entry(f"in/{number:05d}/" + text(1014), "d41d8cd98f00b204e9800998ecf8427e", "out/errors-x.json",
+                   FAILED, 0, "unknown_tensor", text(1000)) for number in range(1000)]
+    parts = ledger_module._packed_parts(group)
+    assert max(len(packed) for _, packed in parts) < 390_000
+    assert sum(len(packed) for _, packed in parts) < 3_000_000 and len(parts) < 95
+    assert [entry for part, _ in parts for entry in part] == group
+
+
 def test_the_largest_group_round_trips_through_its_intent_items(deployment):
     """1,000 entries with 1 KB names and 1,000-byte messages (the worst case) span several
     intent items, each under DynamoDB's item limit, and come back exactly as planned."""
@@ -321,3 +338,23 @@ def test_a_recovered_intent_is_committed_as_key_items(deployment, store):
     keys = {item["input_key"] for item in aws.table(get_settings().ledger_table).scan()["Items"]}
     assert keys == {entry.key for entry in entries}
     second.release(unless_rescan=False)
+
+
+def test_an_intent_kept_before_intents_were_packed_is_still_recovered(deployment, store):
+    """A scorer stopped across the upgrade left its entries as a list of maps."""
+    entries, documents = _group()
+    aws.table(get_settings().groups_table).put_item(Item={
+        "deployment_id": "d-1#intents", "group_key": f"{leases.ALL}#t-old#0", "model_version": "v-1",
+        "model_seconds": 0, "entries": [{"key": e.key, "etag": e.etag, "output_key": e.output_key, "status": e.status,
+                                         "records": e.records, "error_code": e.error_code, "error": e.error}
+                                        for e in entries]})
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": "i-1", "deployment_id": "d-1"}, UpdateExpression="SET pending = :three",
+        ExpressionAttributeValues={":three": 3})
+    for key, elements in documents.items():
+        outputs.ResultFiles(store).write(key, elements)
+    lease = _holder()
+    [recovered] = exactly_once.recover(_ledger(), lease, outputs.ResultFiles(store))
+    assert recovered.entries == entries
+    assert _counts() == {"scored": 2, "failed": 1, "pending": 0}
+    lease.release(unless_rescan=False)

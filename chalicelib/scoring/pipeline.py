@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import numpy as np
 import obstore
+from obstore.exceptions import PreconditionError
 from obstore.store import LocalStore
 
 from chalicelib.core.log import logger
@@ -200,8 +201,8 @@ def _fetchers(concurrency: int) -> ThreadPoolExecutor:
 
 
 def fetch(store, inputs: list[Input], *, max_bytes: int, concurrency: int) -> list[bytes | InputError | None]:
-    """Each input's bytes (None when it vanished since the listing, or is a result object;
-    InputError when too large).
+    """Each input's bytes (None when it vanished or changed since the listing, or is a result
+    object; InputError when too large).
 
     Blocking obstore calls on a pool of threads: the Rust client releases the GIL while it
     waits, and this costs about a third less CPU per object than its asyncio bridge (measured
@@ -212,7 +213,15 @@ def fetch(store, inputs: list[Input], *, max_bytes: int, concurrency: int) -> li
     def read(item: Input) -> bytes | InputError | None:
         if local is not None:
             return _read_file(f"{local}{os.sep}{item.key}", item.size, max_bytes)
-        return _unless_a_result(obstore.get(store, item.key))
+        # Only the version that was listed (or announced): a file overwritten since is another
+        # input, scored by its own event or the next pass, not recorded under the old ETag.
+        try:
+            return _unless_a_result(obstore.get(store, item.key, options={"if_match": f'"{item.etag}"'}
+                                                if item.etag else None))
+        except PreconditionError:
+            logger.info("an input changed since it was listed; its new version is scored by its own event or "
+                        "the next pass", extra={"key": item.key})
+            return None
 
     def one(item: Input) -> bytes | InputError | None:
         if item.size > max_bytes:
@@ -281,7 +290,7 @@ def local_root(store) -> Path | None:
 def read(store, inputs: list[Input], specs: list[TensorSpec], signature_name: str, *, max_bytes: int,
          concurrency: int) -> Iterator[tuple[Input, Batch | InputError]]:
     """Each input still there, fetched and parsed: its Batch, or the InputError saying why not.
-    An input deleted since it was listed is no input any more and is left out."""
+    An input deleted or changed since it was listed is not this input any more and is left out."""
     for item, content in zip(inputs, fetch(store, inputs, max_bytes=max_bytes, concurrency=concurrency), strict=True):
         if content is None:
             continue

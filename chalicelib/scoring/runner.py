@@ -161,7 +161,9 @@ class DeploymentRun:
             started = time.monotonic()
             deployments.start_pass(self.instance_id, self.deployment_id, self.lease.fence())
             self._pass()
-            self.ranges_after = None  # a later pass finds keys between those of earlier ranges
+            # A later pass finds keys between those of earlier ranges, and keys scored in this
+            # one that were overwritten since: it looks them up (Entry.previous keeps the counts).
+            self.ranges_after, self.fresh = None, False
             if self._succeed() and self.lease.release(unless_rescan=True):
                 return
             time.sleep(max(0.0, RESCAN_PAUSE - (time.monotonic() - started)))

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import orjson
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from chalicelib.core import aws
 from chalicelib.core.log import logger
@@ -64,11 +64,13 @@ from chalicelib.state import pages
 from chalicelib.state.leases import LeaseLost, RunStopped
 
 SCORED, FAILED = "scored", "failed"
-# Sizes, for the worst entry (about 3.3 KB: a 1 KB key, a 1 KB output name, a 1,000-byte message):
-# an intent item (or a range record) holds at most 350 KB of entries before compression (compressed, at most a few
-# bytes more), under DynamoDB's 400 KB, and 1,000 such entries (the most a group holds:
-# settings.MAX_FILES_PER_OUTPUT) make at most 10 items, 3.3 MB, under a transaction's 4 MB;
-# a commit's transaction adds two updates to the intent's deletes, far from 100 items.
+# Sizes. The worst entry is about 3.3 KB (a 1 KB key, a 1 KB output name, a 1,000-byte message),
+# and up to six times that as JSON, which writes a control character as six bytes. An intent item
+# (or a range record) holds at most 350 KB of rows before compression, and compressed they are at
+# most a few bytes more: under DynamoDB's 400 KB. The most a group holds (1,000 files:
+# settings.MAX_FILES_PER_OUTPUT) packs into at most 2.7 MB in 40 items at the very worst (measured:
+# keys and messages of control characters; tests/test_exactly_once.py), under a transaction's
+# 4 MB and 100 items, beside the commit's two updates and the group's entry.
 _ITEM_BYTES = 350_000
 _MESSAGE_BYTES = 1000
 # A group's entry in the files partition shows its first failures, clipped: 25 of 1,000 bytes
@@ -111,23 +113,30 @@ def entries(packed: bytes) -> list[Entry]:
     return [Entry(*row) for row in orjson.loads(zlib.decompress(packed))]
 
 
-def _split(group: list[Entry]) -> list[list[Entry]]:
-    """The group's entries in as few items as their size allows (one, but for long names)."""
-    parts: list[list[Entry]] = [[]]
+def _intended(stored) -> list[Entry]:
+    """An intent item's entries: packed, or a list of maps as intents were kept before they were
+    packed (a scorer stopped across the upgrade; its entries carry no `previous`)."""
+    if isinstance(stored, Binary):
+        return entries(stored.value)
+    return [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]), e["error_code"], e["error"])
+            for e in stored]
+
+
+def _packed_parts(group: list[Entry]) -> list[tuple[list[Entry], bytes]]:
+    """The group's entries in as few items as their size allows (one, but for long names), each
+    part with its packed form; split on the rows' own JSON, in which a control character takes
+    six bytes."""
+    parts: list[tuple[list[Entry], list[bytes]]] = [([], [])]
     size = 0
     for entry in group:
-        row = len(entry.key.encode()) + len(entry.etag) + len(entry.output_key.encode()) + len(entry.error_code)
-        row += min(len(entry.error.encode()), _MESSAGE_BYTES) + 64  # its quotes, commas, numbers and statuses
-        if parts[-1] and size + row > _ITEM_BYTES:
-            parts.append([])
+        row = entry.row()
+        if parts[-1][1] and size + len(row) + 1 > _ITEM_BYTES:
+            parts.append(([], []))
             size = 0
-        parts[-1].append(entry)
-        size += row
-    return parts
-
-
-def _pack(part: list[Entry]) -> bytes:
-    return _packed([entry.row() for entry in part])
+        parts[-1][0].append(entry)
+        parts[-1][1].append(row)
+        size += len(row) + 1
+    return [(part, _packed(rows)) for part, rows in parts if part]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -289,7 +298,7 @@ class Ledger:
             raise ValueError(f"a group holds at most {MAX_FILES_PER_OUTPUT} files, not {len(group)}")
         if len({entry.key for entry in group}) != len(group):
             raise ValueError("a group names an input twice; each input has one entry (and one record)")
-        parts = [_pack(part) for part in _split(group)]
+        parts = [packed for _, packed in _packed_parts(group)]
         names = [f"{scope}#{token}#{number}" for number in range(len(parts))]
         puts = [{"Put": {"TableName": self._groups, "ConditionExpression": f"attribute_not_exists({GROUP_KEY})",
                          "Item": _item({
@@ -356,7 +365,7 @@ class Ledger:
                 item = TypeDeserializer().deserialize({"M": raw})
                 groups.setdefault(item[GROUP_KEY].rsplit("#", 1)[0], []).append(item)
         return [Intent([item[GROUP_KEY] for item in items],
-                       [entry for item in items for entry in entries(item["entries"].value)],
+                       [entry for item in items for entry in _intended(item["entries"])],
                        float(sum(item.get("model_seconds", 0) for item in items)))
                 for items in groups.values()]
 
@@ -408,8 +417,8 @@ class Ledger:
         """The results in key order, one record per 350 KB, each under the last key it holds (a
         retried or late write of the same group puts the same records again)."""
         return [_item({"deployment_id": self._ranges, "input_key": part[-1].key, "first_key": part[0].key,
-                       "model_version": self.model_version, "entries": _pack(part)})
-                for part in _split(sorted(written, key=lambda entry: entry.key)) if part]
+                       "model_version": self.model_version, "entries": packed})
+                for part, packed in _packed_parts(sorted(written, key=lambda entry: entry.key))]
 
     @property
     def _files(self) -> str:
