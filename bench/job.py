@@ -224,17 +224,74 @@ def counted_requests(service: Service, samples: list[bytes], files: int) -> dict
         finally:
             os.environ["TFBATCH_AWS_ENDPOINT"] = service.url
             caches.reset()
-        proxy.requests.clear()
-        proxy.request_bytes.clear()
+        proxy.reset_counts()
         service.job(deployment_id, endpoint=proxy.url)
-        requests = dict(proxy.requests)
-        sizes = dict(proxy.request_bytes)
-    per_1000 = {f"{kind} {operation}": round(number / files * 1000, 1)
-                for (kind, operation), number in sorted(requests.items())}
+    return {"files": files, **_per_1000(proxy, files)}
+
+
+def counted_uploads(service: Service, samples: list[bytes], files: int) -> dict:
+    """Every request the upload path makes for `files` uploads: the local worker (what Lambda's
+    SQS event source does on AWS, the same handler) scores each batch of notifications, with the
+    service's endpoint and the user's store behind the counting proxy. Uploads are put straight
+    into moto (they are the user's requests, not the service's) a few at a time, and the
+    threshold that hands bursts to the backlog job is lifted, so every file takes the upload
+    path; the store poller is off (on AWS it runs once a minute, whatever the uploads)."""
+    from chalicelib.core import caches
+    from chalicelib.state import deployments
+    from tests.faultproxy import FaultProxy
+
+    s3 = service.s3()
+    for name in ("uploads", "uploads-out"):
+        s3.create_bucket(Bucket=name)
+    with FaultProxy(service.url, seed=0, rates={}) as proxy:
+        os.environ["TFBATCH_AWS_ENDPOINT"] = proxy.url
+        caches.reset()
+        try:
+            deployment_id = service.deploy("uploads", store=proxy.url)
+        finally:
+            os.environ["TFBATCH_AWS_ENDPOINT"] = service.url
+            caches.reset()
+        worker = subprocess.Popen([str(Path(sys.executable).with_name("tfbatch")), "worker"], cwd=ROOT,
+                                  env={**service.env, "TFBATCH_AWS_ENDPOINT": proxy.url,
+                                       "TFBATCH_BACKLOG_THRESHOLD": "1000000", "TFBATCH_POLL_SECONDS": "3600"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def scored() -> dict:
+                return deployments.load(service.instance_id, deployment_id)
+
+            _wait(lambda: scored()["status"] == deployments.SUCCESS, "the empty backlog run")
+            proxy.reset_counts()
+            for number in range(files):
+                s3.put_object(Bucket="uploads", Key=f"up-{number:06d}.json", Body=samples[number % len(samples)])
+                if number % 10 == 9:
+                    time.sleep(0.05)
+            _wait(lambda: int(scored().get("scored", 0)) >= files, f"{files} uploads scored")
+            counted = _per_1000(proxy, files)
+        finally:
+            worker.terminate()
+            worker.wait()
+    return {"files": files, **counted}
+
+
+def _wait(condition, what: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {seconds:.0f} s for {what}")
+        time.sleep(0.2)
+
+
+def _per_1000(proxy, files: int) -> dict:
+    """What the counting proxy saw, per 1,000 files: requests and their bytes by service and
+    operation, DynamoDB's write and read units, and the service's own requests per file."""
+    requests = dict(proxy.requests)
     bookkeeping = sum(number for (kind, _), number in requests.items() if kind in BOOKKEEPING)
-    return {"files": files, "requests_per_1000_files": per_1000,
+    return {"requests_per_1000_files": {f"{kind} {operation}": round(number / files * 1000, 1)
+                                        for (kind, operation), number in sorted(requests.items())},
             "request_bytes_per_1000_files": {f"{kind} {operation}": round(size / files * 1000)
-                                             for (kind, operation), size in sorted(sizes.items())},
+                                             for (kind, operation), size in sorted(proxy.request_bytes.items())},
+            "dynamodb_write_units_per_1000_files": round(sum(proxy.write_units.values()) / files * 1000, 1),
+            "dynamodb_read_units_per_1000_files": round(sum(proxy.read_units.values()) / files * 1000, 1),
             "bookkeeping_requests_per_file": round(bookkeeping / files, 3)}
 
 
@@ -351,6 +408,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["dense", "digits"], default="dense")
     parser.add_argument("--count-files", type=int, default=1000,
                         help="inputs of the run whose requests are counted (0: no counted run)")
+    parser.add_argument("--count-uploads", type=int, default=300,
+                        help="uploads whose requests on the upload path are counted (0: none)")
     args = parser.parse_args()
     if args.folder_files < MIN_FOLDER_FILES:
         parser.error(f"--folder-files below {MIN_FOLDER_FILES:,} is lost in the process's start time (TensorFlow's "
@@ -386,6 +445,8 @@ def main() -> None:
         }
         if args.count_files:
             report["requests"] = counted_requests(service, samples, args.count_files)
+        if args.count_uploads:
+            report["upload_requests"] = counted_uploads(service, samples, args.count_uploads)
     finally:
         service.stop()
 
@@ -451,6 +512,10 @@ def main() -> None:
         print(f"requests per 1,000 files (backlog job, {counted['files']} files): "
               f"{counted['requests_per_1000_files']}; bookkeeping {counted['bookkeeping_requests_per_file']} "
               "per file (target <= 0.2)")
+    if "upload_requests" in report:
+        counted = report["upload_requests"]
+        print(f"requests per 1,000 files (upload path, {counted['files']} uploads): "
+              f"{counted['requests_per_1000_files']}; bookkeeping {counted['bookkeeping_requests_per_file']} per file")
     print(f"targets met: {report['verdict']}")
     if not report["verdict"]["stack_vs_get_ceiling"]:
         print(f"the job's time went mostly to its '{report['holding_stage']}' stage: {stack['job_stage_seconds']}")

@@ -54,6 +54,8 @@ class FaultProxy:
         self.counts: Counter = Counter()  # (fault, service) -> how many
         self.requests: Counter = Counter()  # (service, operation) -> requests that reached the proxy
         self.request_bytes: Counter = Counter()  # (service, operation) -> bytes of their bodies
+        self.write_units: Counter = Counter()  # (service, operation) -> DynamoDB write units, as AWS bills them
+        self.read_units: Counter = Counter()  # (service, operation) -> DynamoDB read units, at least
         self.after_effect: list[str] = []  # what was reset after it took effect
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -112,10 +114,18 @@ class FaultProxy:
             if fault == RESET_AFTER:
                 self.after_effect.append(what)
 
-    def tally(self, service: str, operation: str, size: int) -> None:
+    def reset_counts(self) -> None:
+        with self._lock:
+            for counter in (self.requests, self.request_bytes, self.write_units, self.read_units):
+                counter.clear()
+
+    def tally(self, service: str, operation: str, body: bytes) -> None:
+        written, read = _units(operation, body) if service == "dynamodb" else (0, 0)
         with self._lock:
             self.requests[(service, operation)] += 1
-            self.request_bytes[(service, operation)] += size
+            self.request_bytes[(service, operation)] += len(body)
+            self.write_units[(service, operation)] += written
+            self.read_units[(service, operation)] += read
 
     def summary(self) -> str:
         by_fault = Counter()
@@ -255,7 +265,7 @@ def _handler(proxy: FaultProxy):
             body = self._body()
             service, operation = _service(self.headers)
             if not self.path.startswith("/moto-api"):
-                proxy.tally(service, operation or _s3_operation(self.command, self.path), len(body))
+                proxy.tally(service, operation or _s3_operation(self.command, self.path), body)
             write = service != "s3" or self.command not in ("GET", "HEAD")
             fault, detail = (None, 0.0) if self.path.startswith("/moto-api") else proxy.draw(write)
             if fault is not None:
@@ -281,3 +291,29 @@ def _handler(proxy: FaultProxy):
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _handle
 
     return Handler
+
+
+def _units(operation: str, body: bytes) -> tuple[int, int]:
+    """DynamoDB's write and read units for one request, from its body. Each item written costs a
+    unit per started KB (its JSON here, a little more than DynamoDB's own count), twice inside
+    a transaction, and an update or delete at least one; each item read strongly costs at
+    least a unit (a query of large items costs more: the answer's size is not counted here)."""
+    def units(item: dict | None) -> int:
+        return max(1, -(-len(json.dumps(item or {}, separators=(",", ":"))) // 1024))
+
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return 0, 0
+    if operation == "BatchWriteItem":
+        return sum(units(write.get("PutRequest", {}).get("Item")) for writes in request.get("RequestItems", {}).values()
+                   for write in writes), 0
+    if operation == "TransactWriteItems":
+        return sum(2 * units(next(iter(item.values())).get("Item")) for item in request.get("TransactItems", [])), 0
+    if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+        return units(request.get("Item")), 0
+    if operation == "BatchGetItem":
+        return 0, sum(len(table.get("Keys", [])) for table in request.get("RequestItems", {}).values())
+    if operation in ("GetItem", "Query", "Scan"):
+        return 0, 1
+    return 0, 0

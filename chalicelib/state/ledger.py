@@ -374,11 +374,17 @@ class Ledger:
                as_range: bool = False) -> None:
         """Settle an intent: record the outcome of its entries (`written`: those whose output file
         is there, all of them unless told), then count them (less their keys' earlier results),
-        take all its files off `pending`,
-        add their records and model seconds to the instance's usage and delete its items, in
-        one transaction, while the lease is held (`fence`). The ledger items themselves need no
-        fence: a scorer reaches its commit only after its files were written, and then the next
-        holder commits the very same items (it adopts files it finds); only counts could double.
+        take all its files off `pending`, add their records and model seconds to the instance's
+        usage and delete its items, in one transaction, while the lease is held (`fence`).
+
+        The results are written before that transaction and unfenced (a batch has no
+        conditions): a scorer reaches its commit only after its files were written, and then
+        the next holder commits the very same results (it adopts files it finds), so a late
+        write repeats them; only counts could double, and they are fenced. One gap is known: if
+        a key was scored again after that recovery (its file overwritten), a late write can put
+        its older key item back, and the key is scored once more (one extra record). It takes a
+        pause past the lease, a recovery and an overwrite of the same key, in that order, and
+        closing it would cost a conditional write per file.
         Entries not written are left without a result, to be scored again. `as_range`: the
         results go in range records (see the module's docstring: only for a group of the first
         pass of a run that found the ledger empty, with its keys in order after every earlier
