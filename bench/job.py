@@ -1,16 +1,20 @@
 """Benchmark: the backlog job against the limits it cannot beat, all measured in the same run.
 
-    make venv && .venv/bin/python bench/job.py [--files 2000] [--naive 300] [--rss 10000,100000]
+    make venv && .venv/bin/python -m bench.job [--files 2000] [--folder-files 100000] [--rss 10000,100000]
 
-Runs its own moto server (no worker, so nothing but the job scores), publishes the demo digits
-model through the app, writes N seed-format files, then prints ratios:
+Runs its own moto server (no worker, so nothing but the job scores; a worker only for the
+counted upload path, at the end), publishes the demo digits model through the app, writes N
+seed-format files, then prints ratios:
 - stack: the job's files/s against a GET-only ceiling (the same obstore client settings, only
   fetching every object) measured right before it; its CPU per 1,000 files; a naive per-file
   loop (GET, json.loads, the model on one record, PUT), SageMaker's single-record pattern;
 - folders: `tfbatch score`'s CPU seconds per 1,000 records against the in-memory limit (orjson
   parse + the model at the same batch size, on data already in memory), and its files/s
   against the naive loop on the same folder;
-- peak RSS of `tfbatch score` at each --rss size (it must not grow with N).
+- peak RSS of `tfbatch score` at each --rss size (it must not grow with N);
+- every request of one backlog job and of the upload path (the local worker scoring upload
+  notifications), per 1,000 files, with DynamoDB's write and read units: what bench/costs.py
+  prices.
 Job figures are net of the process's start (TensorFlow import, model load), measured by running
 the same command on an empty input. Writes bench/results/job-<time>.json. Not a test.
 """
@@ -256,29 +260,49 @@ def counted_uploads(service: Service, samples: list[bytes], files: int) -> dict:
                                        "TFBATCH_BACKLOG_THRESHOLD": "1000000", "TFBATCH_POLL_SECONDS": "3600"},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            def scored() -> dict:
+            def deployment() -> dict:
                 return deployments.load(service.instance_id, deployment_id)
 
-            _wait(lambda: scored()["status"] == deployments.SUCCESS, "the empty backlog run")
+            if not _waited(lambda: deployment()["status"] == deployments.SUCCESS):
+                return {"files": files, "error": "the deployment's first (empty) run did not end"}
             proxy.reset_counts()
             for number in range(files):
                 s3.put_object(Bucket="uploads", Key=f"up-{number:06d}.json", Body=samples[number % len(samples)])
                 if number % 10 == 9:
                     time.sleep(0.05)
-            _wait(lambda: int(scored().get("scored", 0)) >= files, f"{files} uploads scored")
+            done = _waited(lambda: deployment()["status"] == deployments.SUCCESS
+                           and int(deployment().get("scored", 0)) >= files)
+            _waited(_quiet(proxy), seconds=30)  # the last batch's release, settle, event and delete
             counted = _per_1000(proxy, files)
         finally:
             worker.terminate()
             worker.wait()
-    return {"files": files, **counted}
+    return {"files": files, **counted, **({} if done else {"error": f"not all {files} uploads were scored"})}
 
 
-def _wait(condition, what: str, seconds: float = 300) -> None:
+def _waited(condition, seconds: float = 300) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"waited {seconds:.0f} s for {what}")
+            return False
         time.sleep(0.2)
+    return True
+
+
+def _quiet(proxy, seconds: float = 2.0):
+    """A condition: no request but the worker's idle polls of the queue for `seconds`."""
+    def busy() -> int:
+        return sum(number for (_, operation), number in proxy.requests_so_far().items()
+                   if operation != "AmazonSQS.ReceiveMessage")
+
+    last = {"count": busy(), "since": time.monotonic()}
+
+    def quiet() -> bool:
+        if busy() != last["count"]:
+            last.update(count=busy(), since=time.monotonic())
+        return time.monotonic() - last["since"] >= seconds
+
+    return quiet
 
 
 def _per_1000(proxy, files: int) -> dict:

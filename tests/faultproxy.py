@@ -114,6 +114,11 @@ class FaultProxy:
             if fault == RESET_AFTER:
                 self.after_effect.append(what)
 
+    def requests_so_far(self) -> Counter:
+        """The requests counted so far (a copy: the proxy's threads go on counting)."""
+        with self._lock:
+            return Counter(self.requests)
+
     def reset_counts(self) -> None:
         with self._lock:
             for counter in (self.requests, self.request_bytes, self.write_units, self.read_units):
@@ -294,26 +299,29 @@ def _handler(proxy: FaultProxy):
 
 
 def _units(operation: str, body: bytes) -> tuple[int, int]:
-    """DynamoDB's write and read units for one request, from its body. Each item written costs a
-    unit per started KB (its JSON here, a little more than DynamoDB's own count), twice inside
-    a transaction, and an update or delete at least one; each item read strongly costs at
-    least a unit (a query of large items costs more: the answer's size is not counted here)."""
-    def units(item: dict | None) -> int:
-        return max(1, -(-len(json.dumps(item or {}, separators=(",", ":"))) // 1024))
-
+    """DynamoDB's write and read units for one request, from its body: counting never breaks the
+    request it counts (a body it cannot read counts none). Each item written costs a unit per
+    started KB (its JSON here, binary values at their own size), twice inside a transaction,
+    and an update or delete at least one; each item read strongly costs at least a unit (a
+    query of large items costs more: the answer's size is not counted here)."""
     try:
         request = json.loads(body or b"{}")
-    except ValueError:
+        if operation == "BatchWriteItem":
+            return sum(_write_units(write.get("PutRequest", {}).get("Item"))
+                       for writes in request.get("RequestItems", {}).values() for write in writes), 0
+        if operation == "TransactWriteItems":
+            return sum(2 * _write_units(operation.get("Item")) for item in request.get("TransactItems", [])
+                       for operation in item.values()), 0
+        if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+            return _write_units(request.get("Item")), 0
+        if operation == "BatchGetItem":
+            return 0, sum(len(table.get("Keys", [])) for table in request.get("RequestItems", {}).values())
+        return (0, 1) if operation in ("GetItem", "Query", "Scan") else (0, 0)
+    except (ValueError, AttributeError, TypeError):
         return 0, 0
-    if operation == "BatchWriteItem":
-        return sum(units(write.get("PutRequest", {}).get("Item")) for writes in request.get("RequestItems", {}).values()
-                   for write in writes), 0
-    if operation == "TransactWriteItems":
-        return sum(2 * units(next(iter(item.values())).get("Item")) for item in request.get("TransactItems", [])), 0
-    if operation in ("PutItem", "UpdateItem", "DeleteItem"):
-        return units(request.get("Item")), 0
-    if operation == "BatchGetItem":
-        return 0, sum(len(table.get("Keys", [])) for table in request.get("RequestItems", {}).values())
-    if operation in ("GetItem", "Query", "Scan"):
-        return 0, 1
-    return 0, 0
+
+
+def _write_units(item: dict | None) -> int:
+    size = len(json.dumps(item or {}, separators=(",", ":")))
+    size -= sum(len(value["B"]) // 4 for value in (item or {}).values() if isinstance(value, dict) and "B" in value)
+    return max(1, -(-size // 1024))

@@ -101,3 +101,19 @@ def test_scores_with_a_published_model_by_its_id(tmp_path, model_dirs, server_aw
     assert _records(output)["f07.json"] == [{"filename": "f07.json", "sum": 9.0, "shifted": 8}]
     with pytest.raises(NotFound, match="no-such-model"):
         localscore.score("no-such-model", str(inputs), str(output))
+
+
+@pytest.mark.parametrize("size", [0, 999, 1000, 1001, 5000, 65_535, 65_536, 65_537, 300_000])
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_file_is_read_whole_up_to_the_limit_whatever_its_size(tmp_path, size, listed):
+    from chalicelib.scoring import pipeline
+    from chalicelib.scoring.formats import InputError
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * size)
+    for limit in (1000, 65_536, 200_000):
+        read = pipeline._read_file(str(path), size if listed else pipeline.UNKNOWN_SIZE, limit)
+        if size > limit:
+            assert isinstance(read, InputError) and read.code == "file_too_large", (size, limit)
+        else:
+            assert read == b"x" * size, (size, limit)

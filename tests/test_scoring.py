@@ -180,9 +180,10 @@ def test_a_file_overwritten_during_a_fresh_runs_first_pass_counts_once(user, mod
     assert Ledger(user.instance_id, deployment_id, "").recount() == {"scored": 5}
 
 
-def test_a_file_changed_since_it_was_listed_is_left_to_its_new_version(user):
-    """GETs ask for the listed ETag: content written after the listing is never recorded under
-    the old ETag (which would score it once more at its own)."""
+def test_a_file_changed_since_it_was_listed_is_recorded_as_the_version_read(user):
+    """An input comes back from the GET with the ETag of what was read: content written after the
+    listing is recorded under its own ETag, so that version's event (or the next pass) finds it
+    done instead of scoring it once more."""
     import obstore
     from obstore.store import S3Store
 
@@ -194,9 +195,26 @@ def test_a_file_changed_since_it_was_listed_is_left_to_its_new_version(user):
                     virtual_hosted_style_request=False, client_options={"allow_http": True})
     listed = [pipeline.Input(meta["path"], runner.normal_etag(meta["e_tag"]), meta["size"], meta["path"])
               for chunk in obstore.list(store) for meta in chunk]
-    assert pipeline.fetch(store, listed, max_bytes=1000, concurrency=2) == [b"old"]
-    s3.put_object(Bucket="src", Key="a.json", Body=b"new")
-    assert pipeline.fetch(store, listed, max_bytes=1000, concurrency=2) == [None]
+    assert pipeline.fetch(store, listed, max_bytes=1000, concurrency=2) == [(listed[0], b"old")]
+    new_etag = runner.normal_etag(s3.put_object(Bucket="src", Key="a.json", Body=b"new")["ETag"])
+    [(read, content)] = pipeline.fetch(store, listed, max_bytes=1000, concurrency=2)
+    assert (read.etag, content) == (new_etag, b"new") and new_etag != listed[0].etag
+
+
+def test_a_deployment_from_before_commits_kept_the_counts_is_recounted_once(user, model_dirs):
+    s3 = _buckets(user, "src", "dst")
+    for number in range(3):
+        s3.put_object(Bucket="src", Key=f"t{number}.json", Body=json.dumps({"text": [f"w{number}"]}).encode())
+    model_id = user.publish(model_dirs["strings"])
+    deployment_id = body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+    assert runner.run_deployment(user.instance_id, deployment_id).scored == 3
+    # As an older version left it: counts a recount would have mended at the end of its pass.
+    aws.table(get_settings().deployments_table).update_item(
+        Key={"instance_id": user.instance_id, "deployment_id": deployment_id},
+        UpdateExpression="SET scored = :wrong REMOVE counted_by_commits", ExpressionAttributeValues={":wrong": 7})
+    assert runner.run_deployment(user.instance_id, deployment_id).scored == 0
+    item = deployments.load(user.instance_id, deployment_id)
+    assert (int(item["scored"]), item[deployments.COUNTED_BY_COMMITS]) == (3, True)
 
 
 def test_a_listing_out_of_order_ends_range_records_for_the_run():

@@ -195,7 +195,12 @@ class DeploymentRun:
         """SUCCESS (the ledger's commits keep the counters exact, crashed runs included); False
         when uploads asked for another pass meanwhile. A pass that ended under the lease leaves
         nothing pending."""
-        exact = deployments.succeed(self.instance_id, self.deployment_id, fence=self.lease.fence())
+        recounted = None
+        if not self.item.get(deployments.COUNTED_BY_COMMITS):  # created before commits kept the counts: once
+            counts = self.ledger.recount()
+            recounted = {"scored": counts[SCORED], "failed": counts[FAILED]}
+        exact = deployments.succeed(self.instance_id, self.deployment_id, fence=self.lease.fence(),
+                                    recounted=recounted)
         if exact is None:
             if not self._exists():
                 raise DeploymentDeleted(self.deployment_id)

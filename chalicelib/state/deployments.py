@@ -122,8 +122,11 @@ def settled_online(item: dict, load_version) -> dict:
     return finish_online(item, failure=str(reason))
 
 
+COUNTED_BY_COMMITS = "counted_by_commits"  # its counters were only ever moved by ledger commits
+
+
 def put_new(item: dict) -> None:
-    _table().put_item(Item=item)
+    _table().put_item(Item={**item, COUNTED_BY_COMMITS: True})
 
 
 def set_trigger(instance_id: str, deployment_id: str, trigger: str) -> None:
@@ -220,14 +223,17 @@ def start_pass(instance_id: str, deployment_id: str, fence: dict) -> bool:
     return _set_status(instance_id, deployment_id, IN_PROGRESS, fields={"rescan": False}, fence=fence)
 
 
-def succeed(instance_id: str, deployment_id: str, *, fence: dict) -> dict | None:
+def succeed(instance_id: str, deployment_id: str, *, fence: dict, recounted: dict | None = None) -> dict | None:
     """SUCCESS with nothing pending, unless uploads asked for another pass meanwhile or the lease
     is gone (None); later uploads take the upload path. The counters as they are then (the
-    ledger's commits keep them exact). A pass that ended under the lease committed every intent,
+    ledger's commits keep them exact), or as `recounted` for a deployment created before that
+    was so (COUNTED_BY_COMMITS), once. A pass that ended under the lease committed every intent,
     so `pending` is 0 already; it is set again so that a count gone wrong can never keep the
     deployment from settling."""
-    item = _status_change(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence,
-                          fields={"pending": 0, "path": UPLOADS})
+    fields = {"pending": 0, "path": UPLOADS}
+    if recounted is not None:
+        fields.update({"scored": recounted["scored"], "failed": recounted["failed"], COUNTED_BY_COMMITS: True})
+    item = _status_change(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence, fields=fields)
     return None if item is None else {"scored": int(item.get("scored", 0)), "failed": int(item.get("failed", 0)),
                                       "pending": 0}
 

@@ -8,7 +8,7 @@ Two tables:
     350 KB of a group's results, compressed, for a run's first pass over a bucket whose ledger
     was empty. That pass lists keys in order and nobody else scores meanwhile, so its groups
     cover disjoint key ranges, and one range record replaces a few hundred items: a group of
-    250 files costs one write instead of ten batches of 25, which is most of the bookkeeping a
+    250 files costs one request instead of ten batches of 25, which was most of the bookkeeping a
     backlog makes (and, on the local stack, moto's time that the GETs were waiting for);
   * a key item (the deployment's partition, one per input key) everywhere else: later passes,
     uploads, shards, recovery, any listing out of order. A key item is always newer than a
@@ -31,10 +31,10 @@ the write units and on the local stack keeps moto's copy of each transaction's t
 Each write here is one DynamoDB transaction whose conditions make it count once:
 - `intend` puts a group's intent items, each only if absent, and adds the group's files to the
   deployment's `pending`, on condition that the scorer still holds its lease (the fence);
-- `commit` puts the files' ledger items, then, in one transaction, moves scored/failed by what
-  the group changed and takes the intent's files off `pending` (fenced), adds the records and
-  model seconds to the instance's usage, deletes the intent items, each only if present, and
-  lists the group.
+- `commit` puts the group's results (range records or key items), then, in one transaction,
+  moves scored/failed by what the group changed and takes the intent's files off `pending`
+  (fenced), adds the records and model seconds to the instance's usage, deletes the intent
+  items, each only if present, and lists the group.
 The counters are exact by construction, so no pass reads the ledger back to count: an entry
 carries the status of the key's earlier result (`Entry.previous`, from the lookup that found it
 needing work), and its commit takes that back while it adds the new one, so each key counts once
@@ -45,6 +45,7 @@ refusal on the fence means the lease is gone (LeaseLost) or the deployment is (D
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -77,7 +78,7 @@ _MESSAGE_BYTES = 1000
 # each keep the entry near 30 KB and the commit's transaction far from its 4 MB.
 _FAILURES_SHOWN = 25
 _SHOWN_MESSAGE_BYTES = 500
-assert MAX_FILES_PER_OUTPUT * 3_300 <= 10 * _ITEM_BYTES
+assert math.ceil(MAX_FILES_PER_OUTPUT * 6 * 3_300 / _ITEM_BYTES) + 3 <= 100  # a transaction's items
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
 _serialize = TypeSerializer().serialize
@@ -115,7 +116,9 @@ def entries(packed: bytes) -> list[Entry]:
 
 def _intended(stored) -> list[Entry]:
     """An intent item's entries: packed, or a list of maps as intents were kept before they were
-    packed (a scorer stopped across the upgrade; its entries carry no `previous`)."""
+    packed (a scorer stopped across the upgrade; its entries carry no `previous`, which the
+    deployment's one recount after the upgrade mends: runner._succeed). Only the reading is
+    kept; it can go once no deployment holds an intent from before."""
     if isinstance(stored, Binary):
         return entries(stored.value)
     return [Entry(e["key"], e["etag"], e["output_key"], e["status"], int(e["records"]), e["error_code"], e["error"])
@@ -210,7 +213,7 @@ class Ledger:
         self._deployments = settings.deployments_table
         self._instances = settings.instances_table
         self._client = aws.client("dynamodb")
-        self._has_ranges = False
+        self._has_ranges: bool | None = None
 
     def _key(self, input_key: str) -> dict:
         return _item({"deployment_id": self.deployment_id, "input_key": input_key})
@@ -243,8 +246,9 @@ class Ledger:
         return f"{self.deployment_id}#ranges"
 
     def _ranges_exist(self) -> bool:
-        """Whether the deployment has range records (asked once; a run that writes one knows)."""
-        if not self._has_ranges:
+        """Whether the deployment has range records: asked once, since ranges are only written
+        into a ledger that was empty, by the run that found it so (it knows: `commit`)."""
+        if self._has_ranges is None:
             self._has_ranges = bool(self._first(self._ranges))
         return self._has_ranges
 
