@@ -139,11 +139,15 @@ def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model
     again = runner.run_deployment(user.instance_id, deployment_id)
     assert (again.scored, again.failed, again.status) == (0, 0, "SUCCESS")
     assert user.outputs("dst") == first
+    old_etag = s3.head_object(Bucket="src", Key="t0.json")["ETag"]
     s3.put_object(Bucket="src", Key="t0.json", Body=json.dumps({"text": ["changed"]}).encode())
     assert runner.run_deployment(user.instance_id, deployment_id).scored == 1
     new = {key: items for key, items in user.outputs("dst").items() if key not in first}
     (items,) = new.values()
     assert items == [{"filename": "t0.json", "length": 7, "upper": "CHANGED"}]
+    # A late event for the old version reads the new one, which has its result: nothing more.
+    late = runner.score_uploads(user.instance_id, deployment_id, [("t0.json", old_etag, 20)])
+    assert (late.scored, late.failed) == (0, 0) and len(user.outputs("dst")) == len(first) + 1
     # The first run kept its results in one range record, the file scored again a key item that
     # answers before it; each file counts once with its latest result.
     ledger = aws.table(get_settings().ledger_table)

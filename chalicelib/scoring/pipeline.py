@@ -350,6 +350,11 @@ class ParsedGroup:
     batches: dict[str, Batch]  # key -> the parsed file
     refused: dict[str, InputError]  # key -> why it could not be fetched or parsed
 
+    def without(self, keys: set[str]) -> ParsedGroup:
+        return ParsedGroup([item for item in self.inputs if item.key not in keys],
+                           {key: batch for key, batch in self.batches.items() if key not in keys},
+                           {key: error for key, error in self.refused.items() if key not in keys})
+
 
 @dataclass(frozen=True)
 class Outcome:

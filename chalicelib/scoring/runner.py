@@ -279,6 +279,13 @@ class DeploymentRun:
         parsed = pipeline.parse_group(self.inputs_store, todo, self.specs, self.signature_name,
                                       max_bytes=self.settings.max_input_bytes,
                                       concurrency=self.settings.fetch_concurrency)
+        # An input is read at the ETag its GET found (pipeline.fetch). Where that is newer than
+        # the one listed or announced, that version may have its result already (a late event
+        # for an older version): it is done, not scored once more.
+        read_done = {item.key for item in parsed.inputs if not self.ledger.needs_work(known.get(item.key), item.etag)}
+        if read_done:
+            self.done.update((item.key, item.etag) for item in parsed.inputs if item.key in read_done)
+            parsed = parsed.without(read_done)
         return Prepared(parsed, f"{self.target.prefix}predictions-{batch_id}.json",
                         f"{self.target.prefix}errors-{batch_id}.json", previous, as_range)
 
