@@ -470,8 +470,9 @@ class Ledger:
 
     def recount(self) -> Counter:
         """How many inputs are scored and failed, from the ledger itself: what the deployment's
-        counters must equal. An audit for tests and operators, which no pass calls: it reads
-        every result the deployment has, and holds one status per key."""
+        counters must equal. An audit for tests and operators, and the one count of a deployment
+        from before commits kept the counters (runner._succeed); no pass calls it otherwise, since
+        it reads every result the deployment has and holds one status per key."""
         latest: dict[str, str] = {}
         for record in self._partition(self._ranges):
             latest.update((entry.key, entry.status) for entry in entries(record["entries"].value))
