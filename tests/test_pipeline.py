@@ -112,5 +112,5 @@ def test_a_local_file_is_read_whole_whatever_its_size_since_the_listing(tmp_path
     (tmp_path / "shrank.json").write_bytes(b"z" * 3)  # listed at 100 bytes
     inputs = [Input("same.json", "", 10, "same.json"), Input("grew.json", "", 5, "grew.json"),
               Input("shrank.json", "", 100, "shrank.json"), Input("gone.json", "", 7, "gone.json")]
-    assert fetch(LocalStore(prefix=tmp_path), inputs, max_bytes=1 << 30, concurrency=2) == [
-        b"x" * 10, b"y" * (3 << 20), b"z" * 3, None]
+    assert fetch(LocalStore(prefix=tmp_path), inputs, max_bytes=1 << 30, concurrency=2) == list(zip(
+        inputs, [b"x" * 10, b"y" * (3 << 20), b"z" * 3, None], strict=True))
