@@ -211,22 +211,27 @@ def fetch(store, inputs: list[Input], *, max_bytes: int,
     here: 0.74 against 1.1 ms per GET), with more objects per second."""
 
     local = local_root(store)
+    folder: int | None = None  # the local folder, opened once: each file is opened relative to it
 
     def one(item: Input) -> tuple[Input, bytes | InputError | None]:
         if item.size > max_bytes:
             return item, _too_large(f"{item.size} bytes", max_bytes)
         try:
-            if local is not None:
-                return item, _read_file(f"{local}{os.sep}{item.key}", item.size, max_bytes)
+            if folder is not None:
+                return item, _read_file(item.key, item.size, max_bytes, folder=folder)
             found = obstore.get(store, item.key)
         except FileNotFoundError:
             return item, None
         etag = (found.meta.get("e_tag") or "").strip('"')
         return (replace(item, etag=etag) if etag and etag != item.etag else item), _unless_a_result(found)
 
-    if local:
+    if local is None:
+        return list(_fetchers(concurrency).map(one, inputs))
+    folder = os.open(local, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         return [one(item) for item in inputs]
-    return list(_fetchers(concurrency).map(one, inputs))
+    finally:
+        os.close(folder)
 
 
 def _too_large(size: str, max_bytes: int) -> InputError:
@@ -238,13 +243,14 @@ UNKNOWN_SIZE = -1  # a folder's listing does not stat its files: each is read to
 _FIRST_READ = 1 << 16
 
 
-def _read_file(path: str, size: int, max_bytes: int) -> bytes | InputError:
+def _read_file(path: str, size: int, max_bytes: int, *, folder: int | None = None) -> bytes | InputError:
     """A file's bytes in one open, one read and one close: for the small files inputs usually
     are, Path.read_bytes costs about 2.5x the CPU (measured here: 14.6 against 5.6 ms per
     1,000 files), a buffered reader and a stat around the same calls. Each read asks for more
     than it expects (one byte past the listing's size, or 64 KiB where the listing had none),
-    so a short read is the file's end; never more than `max_bytes` is kept."""
-    fd = os.open(path, os.O_RDONLY)
+    so a short read is the file's end; never more than `max_bytes` is kept. `path` is relative
+    to `folder` (an open directory) when one is given: the kernel then walks only the key."""
+    fd = os.open(path, os.O_RDONLY, dir_fd=folder)
     try:
         wanted = min(size + 1 if size >= 0 else _FIRST_READ, max_bytes + 1)
         chunks, total = [], 0
