@@ -3,7 +3,9 @@ either path, the IBM client's way too; scored in WML's {"fields", "values"} and 
 forms with the answers the model itself gives; bad payloads refused naming the tensor."""
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -137,9 +139,15 @@ def _uploaded_not_inspected(user, model_dir) -> tuple[str, str]:
     uploaded = user.client.http.put(content_path, headers={**user.headers, "Content-Type": "application/octet-stream"},
                                     body=savedmodels.tar_gz(model_dir))
     assert uploaded.status_code == 200, uploaded.body
+    # A version's content is written once: other bytes are refused and leave the stored archive as it was
+    # (its digest is checked before every use).
+    other = io.BytesIO()
+    with tarfile.open(fileobj=other, mode="w:gz") as archive:
+        archive.add(model_dir, arcname=".")
+        archive.addfile(tarfile.TarInfo("extra.txt"))
     again = user.client.http.put(content_path, headers={**user.headers, "Content-Type": "application/octet-stream"},
-                                 body=savedmodels.tar_gz(model_dir))
-    assert again.status_code == 409  # a version's content is written once
+                                 body=other.getvalue())
+    assert again.status_code == 409
     return body(created)["metadata"]["guid"], entity["model_version"]["guid"]
 
 

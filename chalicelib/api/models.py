@@ -156,7 +156,10 @@ def _store_version(call: Call, instance_id: str, model_id: str, version_id: str)
         kind = archives.archive_format(body[:512])
     except archives.ArchiveError as error:
         raise BadRequest(str(error), code="invalid_archive", target={"type": "body"}) from None
-    archive_key = f"models/{instance_id}/{model_id}/{version_id}/model.{kind}"
+    digest = hashlib.sha256(body).hexdigest()
+    # Named by its digest: an upload refused below (the version has content already) can never
+    # overwrite the archive the version holds, which would then fail its digest check for good.
+    archive_key = f"models/{instance_id}/{model_id}/{version_id}/{digest}.{kind}"
     stream.seek(0)
     models.store_archive(stream, archive_key)
     version = {
@@ -164,12 +167,14 @@ def _store_version(call: Call, instance_id: str, model_id: str, version_id: str)
         "version_id": version_id,
         "instance_id": instance_id,
         "archive_key": archive_key,
-        "archive_sha256": hashlib.sha256(body).hexdigest(),  # checked before every extraction (engine)
+        "archive_sha256": digest,  # checked before every extraction (engine)
         "status": models.PENDING,
         "created_at": now_iso(),
     }
     item = models.add_version(version)
     if item is None:
+        if models.load_version(model_id, version_id).get("archive_key") != archive_key:
+            models.delete_archive(archive_key)  # refused: no version refers to it
         raise Conflict(f"Version {version_id} of model {model_id} has content already; upload again to the "
                        "model's content URL for a new version.", target={"type": "model_version", "id": version_id})
     tasks.send(tasks.INSPECT_MODEL, instance_id=instance_id, model_id=model_id, version_id=version_id)

@@ -88,6 +88,10 @@ def store_archive(stream, archive_key: str) -> None:
     aws.client("s3").upload_fileobj(stream, get_settings().models_bucket, archive_key)
 
 
+def delete_archive(archive_key: str) -> None:
+    aws.client("s3").delete_object(Bucket=get_settings().models_bucket, Key=archive_key)
+
+
 def upload_form(archive_key: str, max_bytes: int) -> dict:
     """A presigned POST form for one archive, straight into the models bucket: this key only,
     at most `max_bytes` (S3 refuses more), for UPLOAD_SECONDS. The API never sees the bytes."""
