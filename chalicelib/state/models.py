@@ -76,11 +76,9 @@ def add_deployments(instance_id: str, model_id: str, amount: int) -> bool:
 
 
 def _delete_versions(model_id: str) -> None:
-    settings = get_settings()
     result = _versions().query(KeyConditionExpression=Key("model_id").eq(model_id))
-    s3 = aws.client("s3")
     for version in result["Items"]:
-        s3.delete_object(Bucket=settings.models_bucket, Key=version["archive_key"])
+        delete_archive(version["archive_key"])
         _versions().delete_item(Key={"model_id": model_id, "version_id": version["version_id"]})
 
 
