@@ -210,24 +210,30 @@ class Service:
 BOOKKEEPING = ("dynamodb", "json")  # the service's own requests: DynamoDB, SQS, Secrets Manager, EventBridge
 
 
+def _deployed_through(service: Service, proxy, bucket: str) -> str:
+    """A deployment of `bucket` whose store is the proxy. The proxy is the service's endpoint
+    too while it is created, so a loopback store passes the endpoint check (only the service's
+    own endpoint may be on loopback outside "local")."""
+    from chalicelib.core import caches
+
+    os.environ["TFBATCH_AWS_ENDPOINT"] = proxy.url
+    caches.reset()
+    try:
+        return service.deploy(bucket, store=proxy.url)
+    finally:
+        os.environ["TFBATCH_AWS_ENDPOINT"] = service.url
+        caches.reset()
+
+
 def counted_requests(service: Service, samples: list[bytes], files: int) -> dict:
     """Every request one backlog job makes for `files` inputs, counted by a proxy in front of the
     moto server (tests/faultproxy.py with no faults): the service's endpoint and the user's store
     both go through it. Counts only: the proxy's own cost makes this run's times meaningless."""
-    from chalicelib.core import caches
     from tests.faultproxy import FaultProxy
 
     service.bucket("counted", samples, files)
     with FaultProxy(service.url, seed=0, rates={}) as proxy:
-        # The proxy is the service's store endpoint here too, so a loopback store passes the
-        # endpoint check (only the service's own endpoint may be on loopback outside "local").
-        os.environ["TFBATCH_AWS_ENDPOINT"] = proxy.url
-        caches.reset()
-        try:
-            deployment_id = service.deploy("counted", store=proxy.url)
-        finally:
-            os.environ["TFBATCH_AWS_ENDPOINT"] = service.url
-            caches.reset()
+        deployment_id = _deployed_through(service, proxy, "counted")
         proxy.reset_counts()
         service.job(deployment_id, endpoint=proxy.url)
     return {"files": files, **_per_1000(proxy, files)}
@@ -240,21 +246,13 @@ def counted_uploads(service: Service, samples: list[bytes], files: int) -> dict:
     into moto (they are the user's requests, not the service's) a few at a time, and the
     threshold that hands bursts to the backlog job is lifted, so every file takes the upload
     path; the store poller is off (on AWS it runs once a minute, whatever the uploads)."""
-    from chalicelib.core import caches
     from chalicelib.state import deployments
     from tests.faultproxy import FaultProxy
 
     s3 = service.s3()
-    for name in ("uploads", "uploads-out"):
-        s3.create_bucket(Bucket=name)
+    service.bucket("uploads", samples, 0)
     with FaultProxy(service.url, seed=0, rates={}) as proxy:
-        os.environ["TFBATCH_AWS_ENDPOINT"] = proxy.url
-        caches.reset()
-        try:
-            deployment_id = service.deploy("uploads", store=proxy.url)
-        finally:
-            os.environ["TFBATCH_AWS_ENDPOINT"] = service.url
-            caches.reset()
+        deployment_id = _deployed_through(service, proxy, "uploads")
         worker = subprocess.Popen([str(Path(sys.executable).with_name("tfbatch")), "worker"], cwd=ROOT,
                                   env={**service.env, "TFBATCH_AWS_ENDPOINT": proxy.url,
                                        "TFBATCH_BACKLOG_THRESHOLD": "1000000", "TFBATCH_POLL_SECONDS": "3600"},

@@ -126,12 +126,17 @@ def test_bad_files_get_clear_errors_and_never_stop_the_good_ones(user, model_dir
     assert all(key.startswith("out/predictions-") or key.startswith("out/errors-") for key in outputs)
 
 
-def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model_dirs):
+def _text_deployment(user, model_dirs, files: int):
+    """`files` text inputs t0.json... in bucket src, the strings model deployed from src to dst."""
     s3 = _buckets(user, "src", "dst")
-    for number in range(5):
+    for number in range(files):
         s3.put_object(Bucket="src", Key=f"t{number}.json", Body=json.dumps({"text": [f"w{number}"]}).encode())
     model_id = user.publish(model_dirs["strings"])
-    deployment_id = body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+    return s3, model_id, body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+
+
+def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model_dirs):
+    s3, model_id, deployment_id = _text_deployment(user, model_dirs, 5)
     assert runner.run_deployment(user.instance_id, deployment_id).scored == 5
     first = user.outputs("dst")
     assert {item["filename"]: item["upper"] for items in first.values() for item in items} == {
@@ -162,11 +167,7 @@ def test_rerun_writes_nothing_new_and_a_changed_file_is_scored_again(user, model
 def test_a_file_overwritten_during_a_fresh_runs_first_pass_counts_once(user, model_dirs, monkeypatch):
     """The next pass looks the overwritten file up (its first result is in a range record), so
     its commit takes that result's count back."""
-    s3 = _buckets(user, "src", "dst")
-    for number in range(5):
-        s3.put_object(Bucket="src", Key=f"t{number}.json", Body=json.dumps({"text": [f"w{number}"]}).encode())
-    model_id = user.publish(model_dirs["strings"])
-    deployment_id = body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+    s3, model_id, deployment_id = _text_deployment(user, model_dirs, 5)
     original, passes = runner.DeploymentRun._pass, []
 
     def pass_then_upload(run):
@@ -206,11 +207,7 @@ def test_a_file_changed_since_it_was_listed_is_recorded_as_the_version_read(user
 
 
 def test_a_deployment_from_before_commits_kept_the_counts_is_recounted_once(user, model_dirs):
-    s3 = _buckets(user, "src", "dst")
-    for number in range(3):
-        s3.put_object(Bucket="src", Key=f"t{number}.json", Body=json.dumps({"text": [f"w{number}"]}).encode())
-    model_id = user.publish(model_dirs["strings"])
-    deployment_id = body(user.deploy(model_id, "src", "dst"))["metadata"]["guid"]
+    s3, model_id, deployment_id = _text_deployment(user, model_dirs, 3)
     assert runner.run_deployment(user.instance_id, deployment_id).scored == 3
     # As an older version left it: counts a recount would have mended at the end of its pass.
     aws.table(get_settings().deployments_table).update_item(
