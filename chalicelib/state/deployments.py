@@ -169,8 +169,10 @@ def _set_status(instance_id: str, deployment_id: str, status: Status, *, failure
 
 def _status_change(instance_id: str, deployment_id: str, status: Status, *, failure: str | None = None,
                    fields: dict | None = None, unless_rescan: bool = False, fence: dict | None = None,
-                   waiting: bool = False) -> dict | None:
-    """`_set_status`, answering the item as it is after the change (None where refused)."""
+                   waiting: bool = False, returning: bool = False) -> dict | None:
+    """`_set_status`, answering None where refused; else, with `returning`, the item as it is
+    after the change (only `succeed` asks: every other change would carry the item back for
+    nothing)."""
     update = "SET #status = :status, modified_at = :now"
     values: dict = {":status": status, ":now": now_iso()}
     if failure is not None:
@@ -196,8 +198,8 @@ def _status_change(instance_id: str, deployment_id: str, status: Status, *, fail
     response = aws.conditional_response(
         _table().update_item, Key={"instance_id": instance_id, "deployment_id": deployment_id},
         UpdateExpression=update, ConditionExpression=condition, ExpressionAttributeNames=names,
-        ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
-    return None if response is None else response["Attributes"]
+        ExpressionAttributeValues=values, ReturnValues="ALL_NEW" if returning else "NONE")
+    return None if response is None else response.get("Attributes", {})
 
 
 def finish_online(item: dict, *, signature: dict | None = None, archive_sha256: str = "",
@@ -233,7 +235,8 @@ def succeed(instance_id: str, deployment_id: str, *, fence: dict, recounted: dic
     fields = {"pending": 0, "path": UPLOADS}
     if recounted is not None:
         fields.update({"scored": recounted["scored"], "failed": recounted["failed"], COUNTED_BY_COMMITS: True})
-    item = _status_change(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence, fields=fields)
+    item = _status_change(instance_id, deployment_id, SUCCESS, unless_rescan=True, fence=fence, fields=fields,
+                          returning=True)
     return None if item is None else {"scored": int(item.get("scored", 0)), "failed": int(item.get("failed", 0)),
                                       "pending": 0}
 

@@ -82,6 +82,7 @@ assert math.ceil(MAX_FILES_PER_OUTPUT * 6 * 3_300 / _ITEM_BYTES) + 3 <= 100  # a
 _RETRIED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _TRANSACTION_ATTEMPTS = 8
 _serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
 
 
 class DeploymentDeleted(RunStopped):
@@ -272,7 +273,7 @@ class Ledger:
                     ConsistentRead=True)
                 if not response["Items"]:
                     break  # no range ends at or after this key: none holds it or any key after it
-                record = TypeDeserializer().deserialize({"M": response["Items"][0]})
+                record = _deserialize({"M": response["Items"][0]})
                 end = record["input_key"]
                 held = {entry.key: {"etag": entry.etag, "model_version": record["model_version"],
                                     "status": entry.status, "output_key": entry.output_key}
@@ -362,12 +363,8 @@ class Ledger:
         (the caller picks those its lease may finish). The partition holds only unfinished
         groups, so it stays small."""
         groups: dict[str, list[dict]] = {}
-        for page in self._client.get_paginator("query").paginate(
-                TableName=self._groups, KeyConditionExpression="deployment_id = :partition", ConsistentRead=True,
-                ExpressionAttributeValues=_item({":partition": self._intents})):
-            for raw in page["Items"]:
-                item = TypeDeserializer().deserialize({"M": raw})
-                groups.setdefault(item[GROUP_KEY].rsplit("#", 1)[0], []).append(item)
+        for item in self._partition(self._intents, table=self._groups):
+            groups.setdefault(item[GROUP_KEY].rsplit("#", 1)[0], []).append(item)
         return [Intent([item[GROUP_KEY] for item in items],
                        [entry for item in items for entry in _intended(item["entries"])],
                        float(sum(item.get("model_seconds", 0) for item in items)))
@@ -479,8 +476,9 @@ class Ledger:
         latest.update((item["input_key"], item["status"]) for item in self._partition(self.deployment_id))
         return Counter(latest.values())
 
-    def _partition(self, partition: str) -> Iterator[dict]:
+    def _partition(self, partition: str, *, table: str | None = None) -> Iterator[dict]:
+        """Every item of a partition (of the ledger table, unless another is named), read strongly."""
         for page in self._client.get_paginator("query").paginate(
-                TableName=self._table, KeyConditionExpression="deployment_id = :id", ConsistentRead=True,
+                TableName=table or self._table, KeyConditionExpression="deployment_id = :id", ConsistentRead=True,
                 ExpressionAttributeValues=_item({":id": partition})):
-            yield from (TypeDeserializer().deserialize({"M": raw}) for raw in page["Items"])
+            yield from (_deserialize({"M": raw}) for raw in page["Items"])
