@@ -261,7 +261,7 @@ def _read_file(path: str, size: int, max_bytes: int, *, folder: int | None = Non
             if total > max_bytes:
                 return _too_large(f"more than {max_bytes} bytes", max_bytes)
             if len(chunk) < wanted:
-                return chunk if len(chunks) == 1 else b"".join(chunks)
+                return b"".join(chunks)  # one chunk: that very object, no copy
             wanted = min(1 << 20, max_bytes + 1 - total)
     finally:
         os.close(fd)
